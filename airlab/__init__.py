@@ -1,0 +1,3 @@
+"""airlab: a command-line research environment for deep learning."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,84 @@
+"""Every expected failure is an AirlabError: one line for people, an exit code for scripts.
+
+Exit codes (documented in the README):
+    0 ok · 1 unexpected error · 2 usage or config error · 3 training diverged ·
+    4 environment problem (backend missing, doctor failure) · 130 SIGINT · 143 SIGTERM
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+EXIT_ENVIRONMENT = 4
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+class AirlabError(Exception):
+    """Base of all expected failures. `message` says what and where; `hint` says what to do."""
+
+    exit_code = EXIT_UNEXPECTED
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(AirlabError):
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(AirlabError):
+    """A config problem. `problems` lists every problem found, each already located."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, problems: list[str] | str, hint: str | None = None):
+        if isinstance(problems, str):
+            problems = [problems]
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            message = f"{len(self.problems)} config problems:\n  " + "\n  ".join(self.problems)
+        super().__init__(message, hint)
+
+
+class DataError(AirlabError):
+    """A dataset that cannot be found, read or verified."""
+
+    exit_code = EXIT_USAGE
+
+
+class EnvironmentProblem(AirlabError):
+    """Something about the machine or installed packages (e.g. a backend not installed)."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class BackendUnavailable(EnvironmentProblem):
+    pass
+
+
+class TrainingDiverged(AirlabError):
+    exit_code = EXIT_DIVERGED
+
+
+class CheckpointError(AirlabError):
+    """A checkpoint that cannot be used (missing, corrupt, unsafe)."""
+
+    exit_code = EXIT_USAGE
+
+
+class Interrupted(AirlabError):
+    """Training stopped by a signal after saving a checkpoint."""
+
+    def __init__(self, signum: int, message: str, hint: str | None = None):
+        super().__init__(message, hint)
+        self.exit_code = 128 + signum
