@@ -1,0 +1,77 @@
+"""The Backend protocol: what the run loop, `airlab sample` and the benchmarks talk to.
+
+A backend owns the model, optimizer and data on its device, and implements the task losses.
+Everything it exchanges with the run loop is numpy or plain Python, so the loop, the
+checkpoint commit and the run directory are framework-free and shared by every backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    output_shape: str
+    params: int
+
+
+@dataclass
+class ModelSummary:
+    layers: list[LayerRow]
+    params: int
+    trainable: int
+    param_bytes: int
+    est_train_bytes: int  # parameters + gradients + optimizer state + activations, for one batch
+    device: str
+    precision: str
+
+
+class Backend(Protocol):
+    name: str
+    device: str  # resolved, e.g. "cpu", "cuda:0"
+
+    def __init__(self, config, dataset, task, *, training: bool = True) -> None: ...
+
+    # training
+    def train_step(self, index: np.ndarray, lr: float) -> None:
+        """One optimizer step on the examples at `index` of the training split."""
+
+    def pop_train_metrics(self) -> dict[str, float]:
+        """Mean training metrics since the last call (forces a device sync)."""
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Task metrics over a whole split ("val" or "test")."""
+
+    def summary(self) -> ModelSummary: ...
+
+    def num_params(self) -> int: ...
+
+    # state
+    def save_state(self, directory: Path, *, extra: dict) -> list[str]:
+        """Write model/optimizer/RNG state into `directory`; return the file names written."""
+
+    def load_state(self, directory: Path, *, weights_only: bool = False) -> dict:
+        """Restore state written by save_state; return the `extra` dict saved with it."""
+
+    def named_weights(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Final weights as float arrays by name (for the digest and conversion)."""
+
+    def all_finite(self) -> bool: ...
+
+    # samples
+    def generate_images(self, n: int, seed: int) -> np.ndarray: ...
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray: ...
+
+    def generate_tokens(self, prompt: np.ndarray, n_new: int, *, temperature: float, top_k: int | None,
+                        seed: int) -> np.ndarray: ...
+
+    def environment(self) -> dict:
+        """Framework versions and device facts for env.json."""

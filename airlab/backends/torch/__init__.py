@@ -1,0 +1,1 @@
+"""The PyTorch backend. Imported only when a run uses it."""

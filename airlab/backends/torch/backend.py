@@ -1,0 +1,392 @@
+"""The PyTorch backend: model, optimizer and data on one device; the training step; state io.
+
+The whole training split lives on the device as tensors and batches are gathered by index, so
+there is no DataLoader between the run loop and the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+
+from airlab import registry
+from airlab.backends.base import LayerRow, ModelSummary
+from airlab.backends.torch import losses
+from airlab.errors import CheckpointError, ConfigError, EnvironmentProblem
+
+MODEL_FILE = "model.safetensors"
+OPTIM_FILE = "optimizer.pt"
+RNG_FILE = "rng.safetensors"
+SCALER_FILE = "scaler.json"
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise EnvironmentProblem(
+                f"device: {requested} requested but torch {torch.__version__} sees no CUDA device"
+                + (" (this is a CPU-only build)" if torch.version.cuda is None else ""),
+                hint="use device: cpu, or install a CUDA build of torch (see README: GPU install)")
+        index = int(requested.split(":")[1]) if ":" in requested else torch.cuda.current_device()
+        if index >= torch.cuda.device_count():
+            raise EnvironmentProblem(f"device: {requested} requested but only {torch.cuda.device_count()} "
+                                     "CUDA device(s) are visible", hint="use cuda:0 or check CUDA_VISIBLE_DEVICES")
+        return torch.device("cuda", index)
+    if requested == "mps":
+        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise EnvironmentProblem("device: mps requested but MPS is not available", hint="use device: cpu")
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_precision(requested: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32."""
+    if requested == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if requested == "fp32":
+        return None
+    if requested == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError(f"train.precision: bf16 is not supported on {torch.cuda.get_device_name(device)}",
+                              hint="use precision: fp16 or fp32")
+        if device.type == "mps":
+            raise ConfigError("train.precision: bf16 autocast is not supported on mps by this backend",
+                              hint="use precision: fp32")
+        return torch.bfloat16
+    if requested == "fp16":
+        if device.type != "cuda":
+            raise ConfigError(f"train.precision: fp16 needs a CUDA device (this run is on {device.type})",
+                              hint="use precision: bf16 or fp32")
+        return torch.float16
+    raise ConfigError(f"train.precision: unknown precision {requested!r}")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, config, dataset, task, *, training: bool = True):
+        self.config, self.dataset, self.task = config, dataset, task
+        self.spec = config.model
+        t = config.train
+        self.torch_device = resolve_device(config.device)
+        self.device = str(self.torch_device)
+        self.amp_dtype = resolve_precision(t.precision, self.torch_device)
+        if t.deterministic:
+            if self.torch_device.type == "cuda":
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif self.torch_device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        _seed_everything(config.seed)
+        build = registry.builder(self.spec.name, "torch")
+        self.model = build(self.spec, dataset.info).to(self.torch_device)
+        self.channels_last = self.torch_device.type == "cuda" and any(
+            isinstance(m, torch.nn.Conv2d) for m in self.model.modules())
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward_model = self.model
+        if t.compile and training:
+            self.forward_model = torch.compile(self.model)
+
+        self._train_loss = losses.TRAIN[task.name]
+        self._eval_loss = losses.EVAL[task.name]
+        self._finish = losses.FINISH.get(task.name, lambda m: m)
+        self._context = getattr(self.spec, "context_length", None)
+        self._eval_generator = torch.Generator(device=self.torch_device)
+        self._put_data_on_device()
+
+        self.optimizer = self._make_optimizer() if training else None
+        self.scaler = (torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 and training else None)
+        self._lr = None
+        self._acc: dict[str, torch.Tensor] = {}
+        self._acc_n = 0
+
+    # -- data ----------------------------------------------------------------------------------
+    def _put_data_on_device(self) -> None:
+        dev = self.torch_device
+        self._splits = {}
+        for name, split in self.dataset.splits().items():
+            if self.task.batches == "windows":
+                x = torch.as_tensor(split.x.astype(np.int64), device=dev)  # (N,) token ids
+                y = None
+            else:
+                x = torch.as_tensor(split.x, device=dev)
+                y = None if split.y is None else torch.as_tensor(split.y.astype(np.int64), device=dev)
+            self._splits[name] = (x, y)
+        if self.task.batches == "windows":
+            self._window = torch.arange(self._context + 1, device=dev)  # (T+1,)
+
+    def _batch(self, split: str, idx: torch.Tensor):
+        x, y = self._splits[split]
+        if self.task.batches == "windows":
+            w = x[idx[:, None] + self._window]  # (B, T+1)
+            return w[:, :-1], w[:, 1:]  # inputs (B, T), next-token targets (B, T)
+        xb = x[idx]
+        if self.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return xb, (None if y is None else y[idx])
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.torch_device.type, dtype=self.amp_dtype)
+
+    # -- optimizer -----------------------------------------------------------------------------
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        t = self.config.train
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if t.weight_decay > 0:
+            # decay matrices and embeddings; not biases or norm gains (the usual practice)
+            decay = [p for p in params if p.dim() >= 2]
+            no_decay = [p for p in params if p.dim() < 2]
+            groups = [{"params": decay, "weight_decay": t.weight_decay},
+                      {"params": no_decay, "weight_decay": 0.0}]
+        else:
+            groups = [{"params": params, "weight_decay": 0.0}]
+        if t.optimizer == "adam":
+            return torch.optim.Adam(groups, lr=t.lr, betas=t.betas, eps=t.eps)
+        if t.optimizer == "adamw":
+            return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, eps=t.eps)
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov)
+
+    # -- training ------------------------------------------------------------------------------
+    def train_step(self, index: np.ndarray, lr: float) -> None:
+        opt = self.optimizer
+        if lr != self._lr:
+            for group in opt.param_groups:
+                group["lr"] = lr
+            self._lr = lr
+        self.model.train()
+        idx = torch.from_numpy(index).to(self.torch_device, non_blocking=True)
+        x, y = self._batch("train", idx)
+        with self._autocast():
+            loss, parts = self._train_loss(self.forward_model, x, y, spec=self.spec)
+        clip = self.config.train.grad_clip
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if clip:
+                self.scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        for k, v in parts.items():
+            v = v.detach()
+            self._acc[k] = self._acc[k] + v if k in self._acc else v
+        self._acc_n += 1
+
+    def pop_train_metrics(self) -> dict[str, float]:
+        if not self._acc_n:
+            return {}
+        keys = list(self._acc)
+        values = torch.stack([self._acc[k].float() for k in keys]).cpu().tolist()  # one sync
+        out = {k: v / self._acc_n for k, v in zip(keys, values)}
+        self._acc, self._acc_n = {}, 0
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, float]:
+        x_all, _ = self._splits[split]
+        self.model.eval()
+        self._eval_generator.manual_seed(self.config.seed)
+        bs = self.config.data.eval_batch_size or 4 * self.config.data.batch_size
+        if self.task.batches == "windows":
+            starts = torch.arange(0, x_all.numel() - self._context - 1, self._context, device=self.torch_device)
+        else:
+            starts = torch.arange(x_all.shape[0], device=self.torch_device)
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        for i in range(0, starts.numel(), bs):
+            idx = starts[i:i + bs]
+            x, y = self._batch(split, idx)
+            with self._autocast():
+                _, parts = self._eval_loss(self.model, x, y, generator=self._eval_generator, spec=self.spec)
+            n = idx.numel()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0) + v.detach().float() * n
+            count += n
+        if count == 0:
+            return {}
+        keys = list(sums)
+        values = torch.stack([sums[k] for k in keys]).cpu().tolist()
+        metrics = {k: v / count for k, v in zip(keys, values)}
+        return self._finish(metrics)
+
+    def num_params(self) -> int:
+        seen, total = set(), 0
+        for p in self.model.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+        return total
+
+    @torch.no_grad()
+    def summary(self) -> ModelSummary:
+        rows: list[LayerRow] = []
+        hooks = []
+
+        def shape_of(out) -> str:
+            if isinstance(out, torch.Tensor):
+                return str(tuple(out.shape))
+            if isinstance(out, (tuple, list)):
+                return ", ".join(shape_of(o) for o in out)
+            return "-"
+
+        act_bytes = [0]
+
+        def hook(name):
+            def fn(module, inputs, out):
+                own = sum(p.numel() for p in module.parameters(recurse=False))
+                rows.append(LayerRow(name, type(module).__name__, shape_of(out), own))
+                outs = out if isinstance(out, (tuple, list)) else (out,)
+                act_bytes[0] += sum(o.numel() * o.element_size() for o in outs if isinstance(o, torch.Tensor))
+            return fn
+
+        for name, module in self.model.named_modules():
+            if name and not list(module.children()) or (name and sum(1 for _ in module.parameters(recurse=False))):
+                hooks.append(module.register_forward_hook(hook(name)))
+        probe = 2
+        idx = torch.arange(probe, device=self.torch_device)
+        x, _ = self._batch("train", idx)
+        self.model.eval()
+        try:
+            self.model(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        params = self.num_params()
+        param_bytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in self.model.parameters()}.values())
+        states = {"adam": 2, "adamw": 2, "sgd": 1 if self.config.train.momentum > 0 else 0}[self.config.train.optimizer]
+        est = param_bytes * (2 + states) + act_bytes[0] * self.config.data.batch_size // probe * 2
+        return ModelSummary(layers=rows, params=params,
+                            trainable=sum(p.numel() for p in {id(p): p for p in self.model.parameters()
+                                                              if p.requires_grad}.values()),
+                            param_bytes=param_bytes, est_train_bytes=int(est), device=self.device,
+                            precision=str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32")
+
+    # -- state ---------------------------------------------------------------------------------
+    def save_state(self, directory: Path, *, extra: dict) -> list[str]:
+        files = [MODEL_FILE]
+        safetensors.torch.save_model(self.model, str(directory / MODEL_FILE))
+        if self.optimizer is not None:
+            torch.save(self.optimizer.state_dict(), directory / OPTIM_FILE)
+            files.append(OPTIM_FILE)
+        rng = {"torch_cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            for i, state in enumerate(torch.cuda.get_rng_state_all()):
+                rng[f"torch_cuda_{i}"] = state
+        safetensors.torch.save_file(rng, str(directory / RNG_FILE))
+        files.append(RNG_FILE)
+        if self.scaler is not None:
+            (directory / SCALER_FILE).write_text(json.dumps(self.scaler.state_dict()))
+            files.append(SCALER_FILE)
+        return files
+
+    def load_state(self, directory: Path, *, weights_only: bool = False) -> dict:
+        try:
+            missing, unexpected = safetensors.torch.load_model(self.model, str(directory / MODEL_FILE), strict=False,
+                                                                device=str(self.torch_device))
+        except Exception as e:  # a safetensors or shape error: the checkpoint does not fit this model
+            raise CheckpointError(f"{directory / MODEL_FILE}: cannot load weights into {self.spec.name}: {e}") from None
+        if missing or unexpected:
+            raise CheckpointError(f"{directory / MODEL_FILE}: weights do not match the model "
+                                  f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+        if weights_only:
+            return {}
+        if self.optimizer is not None and (directory / OPTIM_FILE).exists():
+            try:
+                state = torch.load(directory / OPTIM_FILE, map_location=self.torch_device, weights_only=True)
+            except Exception as e:  # weights_only refuses anything but tensors and plain containers
+                raise CheckpointError(f"{directory / OPTIM_FILE}: refused to load optimizer state: {e}") from None
+            self.optimizer.load_state_dict(state)
+        rng = safetensors.torch.load_file(str(directory / RNG_FILE))
+        torch.set_rng_state(rng["torch_cpu"])
+        cuda_states = [rng[k] for k in sorted(k for k in rng if k.startswith("torch_cuda_"))]
+        if cuda_states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
+        if self.scaler is not None and (directory / SCALER_FILE).exists():
+            self.scaler.load_state_dict(json.loads((directory / SCALER_FILE).read_text()))
+        return {}
+
+    def named_weights(self):
+        for name, t in self.model.state_dict().items():
+            t = t.detach().cpu()
+            if t.dtype == torch.bfloat16:
+                t = t.float()
+            yield name, t.numpy()
+
+    @torch.no_grad()
+    def all_finite(self) -> bool:
+        flags = [torch.isfinite(p).all() for p in self.model.parameters() if p.is_floating_point()]
+        return bool(torch.stack(flags).all().item()) if flags else True
+
+    # -- samples -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_images(self, n: int, seed: int) -> np.ndarray:
+        self.model.eval()
+        g = torch.Generator(device=self.torch_device).manual_seed(seed)
+        z = torch.randn(n, self.model.latent_dim, generator=g, device=self.torch_device)
+        return torch.sigmoid(self.model.decode(z).float()).cpu().numpy()
+
+    @torch.no_grad()
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        xt = torch.as_tensor(x, device=self.torch_device)
+        return torch.sigmoid(self.model(xt).float()).cpu().numpy()
+
+    @torch.no_grad()
+    def generate_tokens(self, prompt: np.ndarray, n_new: int, *, temperature: float = 1.0,
+                        top_k: int | None = None, seed: int = 0) -> np.ndarray:
+        self.model.eval()
+        g = torch.Generator(device=self.torch_device).manual_seed(seed)
+        idx = torch.as_tensor(prompt.astype(np.int64), device=self.torch_device)[None, :]  # (1, T)
+        for _ in range(n_new):
+            logits = self.model(idx[:, -self._context:])[:, -1, :].float() / max(temperature, 1e-6)  # (1, V)
+            if top_k is not None:
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float("inf")
+            nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=g)  # (1, 1)
+            idx = torch.cat([idx, nxt], dim=1)
+        return idx[0, prompt.shape[0]:].cpu().numpy()
+
+    def environment(self) -> dict:
+        env = {"name": "torch", "torch": torch.__version__, "cuda": torch.version.cuda,
+               "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+               "device": self.device, "precision": str(self.amp_dtype or "fp32").replace("torch.", ""),
+               "threads": torch.get_num_threads()}
+        if self.torch_device.type == "cuda":
+            props = torch.cuda.get_device_properties(self.torch_device)
+            env["gpu"] = {"name": props.name, "capability": f"{props.major}.{props.minor}",
+                          "memory_bytes": props.total_memory, "count": torch.cuda.device_count()}
+        return env

@@ -1,0 +1,94 @@
+"""The root command: wires the subcommands and is the single error boundary.
+
+Every AirlabError becomes one line on stderr (plus a hint) and its exit code; anything else is
+an unexpected error (exit 1). Set AIRLAB_DEBUG=1 for the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from airlab import __version__
+from airlab.cli import models as models_cmd
+from airlab.cli import sample as sample_cmd
+from airlab.cli import train as train_cmd
+from airlab.cli import validate as validate_cmd
+from airlab.errors import EXIT_SIGINT, EXIT_UNEXPECTED, EXIT_USAGE, AirlabError
+
+app = typer.Typer(
+    name="airlab",
+    help="A research environment for deep learning: train classic models from YAML configs on PyTorch.\n\n"
+         "Example: airlab train configs/quickstart.yaml",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"airlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="print the version and exit")) -> None:
+    """airlab: train, inspect and compare deep-learning models from YAML configs."""
+
+
+app.command("train")(train_cmd.train)
+app.command("validate")(validate_cmd.validate)
+app.command("models")(models_cmd.models)
+app.command("sample")(sample_cmd.sample)
+
+
+def _debug() -> bool:
+    return os.environ.get("AIRLAB_DEBUG", "") not in ("", "0", "false", "no")
+
+
+def _fail(message: str, hint: str | None, code: int) -> int:
+    from airlab.cli.common import err
+
+    err.print(f"error: {message}", highlight=False, markup=False)
+    if hint:
+        err.print(f"hint: {hint}", highlight=False, markup=False)
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return the exit code (the seam the tests use)."""
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="airlab", standalone_mode=False)
+        return 0
+    except AirlabError as e:
+        if _debug():
+            import traceback
+
+            traceback.print_exc()
+        return _fail(e.message, e.hint, e.exit_code)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        return _fail("aborted", None, EXIT_SIGINT)
+    except click.ClickException as e:
+        ctx_cmd = getattr(getattr(e, "ctx", None), "command_path", "airlab")
+        return _fail(e.format_message(), f"see `{ctx_cmd} --help`", EXIT_USAGE)
+    except KeyboardInterrupt:
+        return _fail("interrupted", None, EXIT_SIGINT)
+    except Exception as e:  # the boundary: nothing unexpected escapes as a bare traceback
+        if _debug():
+            raise
+        return _fail(f"unexpected {type(e).__name__}: {e}",
+                     "this is a bug in airlab or an unusual environment; rerun with AIRLAB_DEBUG=1 for the traceback",
+                     EXIT_UNEXPECTED)
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))

@@ -1,0 +1,89 @@
+"""`airlab train CONFIG [KEY=VALUE ...]`: train a model from a YAML config."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from airlab.cli.common import human_bytes, out
+from airlab.errors import UsageError
+
+
+def _print_dry_run(cfg, plan, summary, dataset) -> None:
+    from rich.table import Table
+
+    from airlab.config import to_yaml
+
+    out.print("# resolved config", highlight=False)
+    out.print(to_yaml(cfg), end="", highlight=False, markup=False)
+    table = Table(title=f"{cfg.model.name} on {summary.device} ({summary.precision})")
+    for col in ("layer", "type", "output shape", "params"):
+        table.add_column(col, justify="right" if col == "params" else "left")
+    for row in summary.layers:
+        table.add_row(row.name, row.kind, row.output_shape, f"{row.params:,}")
+    out.print(table)
+    out.print(f"parameters: {summary.params:,} ({human_bytes(summary.param_bytes)}); "
+              f"estimated training memory at batch {cfg.data.batch_size}: {human_bytes(summary.est_train_bytes)}",
+              highlight=False)
+    out.print(f"data: {dataset.name} train {len(dataset.train):,} / val {len(dataset.val):,}"
+              + (f" / test {len(dataset.test):,}" if dataset.test is not None else "")
+              + f"; {plan.steps_per_epoch:,} steps per epoch, {plan.total_steps:,} steps in all", highlight=False)
+    out.print("dry run: nothing trained", highlight=False)
+
+
+def train(
+    config: Path = typer.Argument(None, help="YAML config file (optional with --resume)"),
+    overrides: list[str] = typer.Argument(None, help="dotted overrides, e.g. train.epochs=2 model.latent_dim=8"),
+    backend: str = typer.Option(None, "--backend", help="torch or tensorflow (overrides the config)"),
+    run_dir: Path = typer.Option(None, "--run-dir", help="write the run here instead of runs/<name>-<time>/"),
+    resume: Path = typer.Option(None, "--resume", help="continue a run from its newest complete checkpoint"),
+    allow_config_change: bool = typer.Option(False, "--allow-config-change",
+                                             help="with --resume: accept a CONFIG that differs from the run's"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate, build and summarize the model; train nothing"),
+) -> None:
+    """Train a model. The last line printed names the run directory.
+
+    Example: airlab train configs/quickstart.yaml train.epochs=1
+    """
+    from airlab.config import load_config
+    from airlab.train import loop
+    from airlab.train.progress import Reporter
+
+    overrides = list(overrides or [])
+    if backend is not None:
+        overrides.append(f"backend={backend}")
+    if config is None and resume is None:
+        raise UsageError("train needs a CONFIG file (or --resume RUN_DIR)",
+                         hint="example: airlab train configs/quickstart.yaml")
+    if config is not None and "=" in config.name and not config.exists():
+        raise UsageError(f"{config}: expected the CONFIG file first, then KEY=VALUE overrides")
+    if config is not None:
+        cfg = load_config(config, overrides)
+    elif overrides:
+        # resume with overrides: start from the run's own config
+        from airlab.config import apply_overrides, to_dict, validate
+
+        data = to_dict(loop.load_run_config(resume))
+        apply_overrides(data, {}, overrides)
+        cfg = validate(data)
+    else:
+        cfg = None
+    if dry_run:
+        if cfg is None:
+            cfg = loop.load_run_config(resume)
+        plan, summary, dataset = loop.dry_run(cfg)
+        _print_dry_run(cfg, plan, summary, dataset)
+        return
+    trainer = loop.Trainer(cfg, run_dir=run_dir, resume=resume, argv=["airlab", *sys.argv[1:]],
+                           reporter=Reporter(out), allow_config_change=allow_config_change)
+    result = trainer.run()
+    s = result.summary
+    final = s["final"]
+    parts = [f"{split} " + " ".join(f"{k} {v:.4g}" for k, v in m.items()) for split, m in final.items()]
+    out.print(f"done: {s['steps']} steps in {s['wall_time_s']:.1f} s "
+              f"({s['samples_per_s'] or 0:,.0f} samples/s); " + "; ".join(parts), highlight=False)
+    for p in s["samples"]:
+        out.print(f"samples: {p}", highlight=False)
+    out.print(f"run directory: {result.run_dir}", highlight=False)

@@ -1,0 +1,135 @@
+"""The config schema. Unknown keys are forbidden everywhere; `model` is one of the registered
+model specs, chosen by `model.name` (see airlab/registry.py and airlab/specs/)."""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from airlab import registry
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    name: str = Field("shapes", description="dataset name (see the README's Datasets section)")
+    path: str | None = Field(None, description="directory holding the dataset's files (air-gapped use)")
+    batch_size: int = Field(128, ge=1, description="training batch size")
+    eval_batch_size: int | None = Field(None, ge=1, description="evaluation batch size (default: 4x batch_size)")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of train held out for validation")
+    size: int | None = Field(None, ge=1, description="number of training samples of a generated dataset")
+    limit: int | None = Field(None, ge=1, description="use only the first N training samples (smoke runs)")
+
+
+class EarlyStoppingConfig(_Section):
+    metric: str = Field("val/loss", description="metric watched, as written in metrics.jsonl: split/name")
+    mode: Literal["min", "max"] = "min"
+    patience: int = Field(5, ge=1, description="evaluations without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0.0)
+
+
+class TrainConfig(_Section):
+    epochs: int | None = Field(None, ge=1, description="passes over the training split (or give steps)")
+    steps: int | None = Field(None, ge=1, description="optimizer steps (or give epochs)")
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd only")
+    nesterov: bool = Field(False, description="sgd only; needs momentum > 0")
+    weight_decay: float = Field(0.0, ge=0.0)
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 to lr")
+    min_lr: float = Field(0.0, ge=0.0, description="cosine: the lr reached at the last step")
+    decay_steps: int | None = Field(None, ge=1, description="cosine: steps to decay over (default: all steps)")
+    step_size: int = Field(1000, ge=1, description="step schedule: multiply lr by gamma every step_size steps")
+    gamma: float = Field(0.1, gt=0.0, le=1.0)
+    grad_clip: float | None = Field(None, gt=0.0, description="clip the global gradient norm to this value")
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    compile: bool = Field(False, description="torch.compile the model")
+    deterministic: bool = Field(False, description="use deterministic algorithms only")
+    log_every: int = Field(50, ge=1, description="steps between training-metric lines")
+    eval_every: int | None = Field(None, ge=1, description="steps between evaluations (default: each epoch)")
+    checkpoint_every: int | None = Field(None, ge=1, description="steps between checkpoints (default: each epoch)")
+    keep_checkpoints: int = Field(3, ge=1, description="newest checkpoints kept")
+    early_stopping: EarlyStoppingConfig | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError("give train.epochs or train.steps, not both")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise ValueError("train.nesterov needs optimizer: sgd and momentum > 0")
+        return self
+
+
+class OutputConfig(_Section):
+    runs_root: str = Field("runs", description="runs are written to <runs_root>/<name>-<timestamp>/")
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class _RunConfigBase(_Section):
+    name: str = Field("run", min_length=1, max_length=100)
+    seed: int = Field(0, ge=0, lt=2**32)
+    backend: Literal["torch", "tensorflow"] = "torch"
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    output: OutputConfig = OutputConfig()
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not _DEVICE.match(v):
+            raise ValueError(f"Expected auto, cpu, cuda, cuda:N or mps. Received: device={v!r}")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", v):
+            raise ValueError("use letters, digits, '.', '_' and '-' only (it names the run directory)")
+        return v
+
+
+@functools.cache
+def run_config_class() -> type[BaseModel]:
+    """The full schema, with `model` a discriminated union of every registered spec."""
+    specs = tuple(registry.spec_classes())
+    model_type = Annotated[Union[specs], Field(discriminator="name")]  # type: ignore[valid-type]
+
+    class RunConfig(_RunConfigBase):
+        model: model_type  # type: ignore[valid-type]
+
+    return RunConfig
+
+
+def section_fields(path: tuple, data: dict) -> list[str] | None:
+    """Field names allowed at a key path (for did-you-mean), or None when unknown."""
+    cls: type[BaseModel] = run_config_class()
+    for key in path:
+        if cls is run_config_class() and key == "model":
+            name = (data.get("model") or {}).get("name") if isinstance(data.get("model"), dict) else None
+            try:
+                cls = registry.spec_class(name) if name else None
+            except Exception:
+                return None
+            if cls is None:
+                return None
+            continue
+        field = cls.model_fields.get(str(key))
+        if field is None:
+            return None
+        ann = field.annotation
+        sub = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if sub is None:
+            return None
+        cls = sub
+    return list(cls.model_fields)

@@ -1,0 +1,409 @@
+"""The backend-neutral run loop: data order, cadence of logging, evaluation and checkpoints,
+early stopping, signals, the run directory and the summary.
+
+Data order is a pure function of (seed, epoch) and the position within an epoch follows from the
+step, so a checkpoint needs only the step to put the data back where it was.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from airlab import registry
+from airlab.backends import backend_class
+from airlab.config import load as config_load
+from airlab.config import to_dict, to_yaml, yaml_io
+from airlab.data import load_dataset
+from airlab.errors import CheckpointError, ConfigError, Interrupted, TrainingDiverged
+from airlab.tasks import Task, get_task
+from airlab.train import checkpoint as ckpt
+from airlab.train import rundir, samples
+from airlab.train.progress import Reporter
+from airlab.train.schedule import lr_function
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict
+
+
+@dataclass
+class Plan:
+    """How many steps, and when to log, evaluate and checkpoint."""
+
+    examples_per_epoch: int
+    batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+    context: int | None
+
+
+def make_plan(config, dataset, task: Task) -> Plan:
+    t = config.train
+    context = getattr(config.model, "context_length", None)
+    n = len(dataset.train)
+    examples = task.epoch_size(n, context)
+    batch = config.data.batch_size
+    steps_per_epoch = max(1, examples // batch)
+    if t.steps is not None:
+        total = t.steps
+    else:
+        total = (t.epochs or 1) * steps_per_epoch
+    return Plan(
+        examples_per_epoch=examples, batch_size=batch, steps_per_epoch=steps_per_epoch, total_steps=total,
+        log_every=min(t.log_every, total), eval_every=t.eval_every or steps_per_epoch,
+        checkpoint_every=t.checkpoint_every or steps_per_epoch, context=context)
+
+
+def _check_early_stopping_metric(config, task: Task) -> None:
+    es = config.train.early_stopping
+    if es is None:
+        return
+    allowed = [f"val/{m}" for m in task.metrics]
+    if es.metric not in allowed:
+        raise ConfigError(f"train.early_stopping.metric: {es.metric!r} is not reported by a {task.name} model "
+                          f"(choose one of {', '.join(allowed)})")
+
+
+def _load_data(config):
+    d = config.data
+    return load_dataset(d.name, path=d.path, val_fraction=d.val_fraction, seed=config.seed, size=d.size,
+                        limit=d.limit)
+
+
+class _Signals:
+    """First SIGINT/SIGTERM: finish the step, save, exit 130/143. A second one: stop at once."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        path = f"{prefix}{k}"
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _config_diff(va, vb, path + ".")
+        elif va != vb:
+            out.append(path)
+    return out
+
+
+def load_run_config(run_dir: Path):
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir}: not a run directory (no config.yaml)",
+                              hint="pass the directory a run printed on its last line")
+    return config_load.load_config(path)
+
+
+class Trainer:
+    def __init__(self, config, *, run_dir: Path | None = None, resume: Path | None = None,
+                 argv: list[str] | None = None, reporter: Reporter | None = None,
+                 allow_config_change: bool = False):
+        self.reporter = reporter or Reporter(rich_bar=False)
+        self.argv = list(argv or [])
+        self.resume_from: Path | None = None
+        if resume is not None:
+            resume = Path(resume)
+            saved = load_run_config(resume)
+            if config is None:
+                config = saved
+            else:
+                diff = _config_diff(to_dict(saved), to_dict(config))
+                if diff and not allow_config_change:
+                    raise ConfigError(
+                        f"--resume {resume}: the config differs from the run's in {', '.join(diff)}",
+                        hint="resume without CONFIG to use the run's own config, or pass --allow-config-change")
+            self.resume_from = ckpt.newest_complete(resume / "checkpoints")
+            if self.resume_from is None:
+                raise CheckpointError(f"{resume}: no complete checkpoint to resume from",
+                                      hint="start a new run; checkpoints are written every train.checkpoint_every steps")
+            run_dir = resume
+        self.config = config
+        self.entry = registry.get_model(config.model.name)
+        self.task = get_task(self.entry.task)
+        _check_early_stopping_metric(config, self.task)
+        self.backend_cls = backend_class(config.backend)
+        self.run_dir = Path(run_dir) if run_dir else rundir.new_run_dir(config.output.runs_root, config.name)
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _seed(self) -> None:
+        random.seed(self.config.seed)
+        np.random.seed(self.config.seed % 2**32)
+
+    def _prepare(self):
+        self._seed()
+        self.dataset = _load_data(self.config)
+        self.backend = self.backend_cls(self.config, self.dataset, self.task)
+        self.plan = make_plan(self.config, self.dataset, self.task)
+        self.lr_at = lr_function(self.config.train, self.plan.total_steps)
+
+    def _fresh_state(self) -> dict:
+        return {"step": 0, "best": None, "best_step": None, "evals_since_best": 0, "train_time": 0.0,
+                "samples_seen": 0, "stopped_early": False}
+
+    def _trainer_state(self, state: dict) -> dict:
+        py_state = random.getstate()
+        np_state = np.random.get_state()
+        return {
+            **state,
+            "epoch": state["step"] // self.plan.steps_per_epoch,
+            "rng": {
+                "python": [py_state[0], list(py_state[1]), py_state[2]],
+                "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            },
+        }
+
+    @staticmethod
+    def _restore_rng(saved: dict) -> None:
+        py = saved["rng"]["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        npst = saved["rng"]["numpy"]
+        np.random.set_state((npst[0], np.array(npst[1], dtype=np.uint32), npst[2], npst[3], npst[4]))
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _save(self, state: dict) -> Path:
+        if not self.backend.all_finite():
+            raise TrainingDiverged(
+                f"non-finite weights at step {state['step']}; not checkpointing them",
+                hint=f"last good checkpoint: {self._last_ckpt or 'none'}; lower train.lr or set train.grad_clip")
+        root = self.run_dir / "checkpoints"
+        path = ckpt.save(root, state["step"], lambda d: self.backend.save_state(d, extra={}),
+                         self._trainer_state(state))
+        self._last_ckpt = path
+        ckpt.prune(root, self.config.train.keep_checkpoints, protect={path})
+        return path
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        self._prepare()
+        plan, cfg, task = self.plan, self.config, self.task
+        state = self._fresh_state()
+        self._last_ckpt: Path | None = None
+        if self.resume_from is not None:
+            self.backend.load_state(self.resume_from)
+            saved = ckpt.read_trainer_state(self.resume_from)
+            self._restore_rng(saved)
+            state.update({k: saved[k] for k in state if k in saved})
+            self._last_ckpt = self.resume_from
+            self._truncate_metrics(state["step"])
+            self.reporter.message(f"resuming {self.run_dir} from {self.resume_from.name}")
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=False)
+            (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
+            rundir.write_json(self.run_dir / "env.json", rundir.environment(self.backend.environment(), self.argv))
+        log = rundir.MetricsLog(self.run_dir / "metrics.jsonl")
+        wall0 = time.time()
+        try:
+            with _Signals() as signals:
+                self._loop(state, log, signals)
+            result = self._finish(state, log, wall0)
+        finally:
+            self.reporter.end()
+            log.close()
+        return result
+
+    def _truncate_metrics(self, step: int) -> None:
+        import json
+
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except ValueError:
+                pass  # a line torn by a kill
+        path.write_text("".join(k + "\n" for k in kept))
+
+    def _record(self, log, state, split: str, metrics: dict, **extra) -> None:
+        log.write({"step": state["step"], "epoch": state["step"] / self.plan.steps_per_epoch, "split": split,
+                   "metrics": metrics, **extra, "time": round(time.time() - log.t0, 3)})
+
+    def _evaluate(self, state, log, split: str) -> dict:
+        metrics = self.backend.evaluate(split)
+        self._record(log, state, split, metrics)
+        self.reporter.eval(state["step"], split, metrics)
+        return metrics
+
+    def _track_best(self, state, val: dict) -> bool:
+        """Update the best metric; return True when early stopping says stop."""
+        task, es = self.task, self.config.train.early_stopping
+        name = task.best_metric.split("/", 1)[1]
+        value = val.get(name)
+        if value is not None and math.isfinite(value):
+            better = state["best"] is None or (value > state["best"] if task.best_mode == "max" else value < state["best"])
+            if better:
+                state["best"], state["best_step"] = value, state["step"]
+        if es is None:
+            return False
+        watched = val.get(es.metric.split("/", 1)[1])
+        ref = state.get("es_best")
+        improved = ref is None or (watched < ref - es.min_delta if es.mode == "min" else watched > ref + es.min_delta)
+        if improved:
+            state["es_best"], state["evals_since_best"] = watched, 0
+            return False
+        state["evals_since_best"] += 1
+        return state["evals_since_best"] >= es.patience
+
+    def _loop(self, state: dict, log, signals: _Signals) -> None:
+        plan, cfg, task, backend = self.plan, self.config, self.task, self.backend
+        has_val = len(self.dataset.val) > 0
+        n = len(self.dataset.train)
+        self.reporter.begin(plan.total_steps, state["step"], f"{cfg.name} [{cfg.model.name}/{cfg.backend}]")
+        order, order_epoch = None, -1
+        self._last_val = None
+        t_interval, seen_interval = time.perf_counter(), 0
+        while state["step"] < plan.total_steps:
+            step = state["step"]
+            epoch, pos = divmod(step, plan.steps_per_epoch)
+            if epoch != order_epoch:
+                order, order_epoch = task.epoch_indices(n, cfg.seed, epoch, plan.context), epoch
+            index = order[pos * plan.batch_size:(pos + 1) * plan.batch_size]
+            lr = self.lr_at(step)
+            backend.train_step(index, lr)
+            state["step"] = done = step + 1
+            state["samples_seen"] += len(index)
+            seen_interval += len(index)
+            self.reporter.step(done)
+            last = done == plan.total_steps
+            if done % plan.log_every == 0 or last:
+                metrics = backend.pop_train_metrics()
+                elapsed = time.perf_counter() - t_interval
+                state["train_time"] += elapsed
+                sps = seen_interval / max(elapsed, 1e-9)
+                bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+                if bad:
+                    raise TrainingDiverged(
+                        f"training diverged by step {done}: train {', '.join(f'{k}={v}' for k, v in bad.items())}",
+                        hint=f"last good checkpoint: {self._last_ckpt or 'none'}; lower train.lr, set "
+                             "train.grad_clip or use precision fp32")
+                self._record(log, state, "train", metrics, lr=lr, samples_per_s=round(sps, 2))
+                self.reporter.train(done, epoch, metrics, lr, sps)
+            stop = False
+            if has_val and (done % plan.eval_every == 0 or last):
+                self._last_val = self._evaluate(state, log, "val")
+                stop = self._track_best(state, self._last_val)
+                if stop:
+                    state["stopped_early"] = True
+                    self.reporter.message(f"early stopping at step {done}: "
+                                          f"{cfg.train.early_stopping.metric} has not improved in "
+                                          f"{cfg.train.early_stopping.patience} evaluations")
+            if done % plan.checkpoint_every == 0 or last or stop or signals.received:
+                self._save(state)
+            if signals.received:
+                name = signal.Signals(signals.received).name
+                raise Interrupted(signals.received, f"{name} received: stopped after step {done} and saved "
+                                  f"{self._last_ckpt}", hint=f"continue with: airlab train --resume {self.run_dir}")
+            if stop:
+                break
+            if done % plan.log_every == 0 or last:
+                t_interval, seen_interval = time.perf_counter(), 0
+
+    def _finish(self, state: dict, log, wall0: float) -> RunResult:
+        final = {}
+        if len(self.dataset.val) > 0:
+            final["val"] = self._last_val if self._last_val is not None else self.backend.evaluate("val")
+        if self.dataset.test is not None and len(self.dataset.test) > 0:
+            final["test"] = self._evaluate(state, log, "test")
+        sample_files = samples.write(self.backend, self.dataset, self.task, self.run_dir / "samples",
+                                     n=16 if self.task.samples != "text" else 2, seed=self.config.seed,
+                                     tag=f"step-{state['step']}")
+        train_time = state["train_time"]
+        digest = rundir.weights_digest(self.backend.named_weights())
+        summary = {
+            "name": self.config.name,
+            "model": self.config.model.name,
+            "task": self.task.name,
+            "backend": self.config.backend,
+            "device": self.backend.device,
+            "status": "early_stopped" if state["stopped_early"] else "completed",
+            "steps": state["step"],
+            "epochs": round(state["step"] / self.plan.steps_per_epoch, 3),
+            "samples_seen": state["samples_seen"],
+            "final": final,
+            "best": {"metric": self.task.best_metric, "mode": self.task.best_mode, "value": state["best"],
+                     "step": state["best_step"]},
+            "loss_units": self.task.units,
+            "train_time_s": round(train_time, 3),
+            "wall_time_s": round(time.time() - wall0, 3),
+            "samples_per_s": round(state["samples_seen"] / train_time, 2) if train_time > 0 else None,
+            "params": self.backend.num_params(),
+            "weights_sha256": digest,
+            "checkpoint": str(self._last_ckpt) if self._last_ckpt else None,
+            "samples": [str(p) for p in sample_files],
+        }
+        rundir.write_json(self.run_dir / "summary.json", summary)
+        return RunResult(self.run_dir, summary)
+
+
+def train(config, **kwargs) -> RunResult:
+    return Trainer(config, **kwargs).run()
+
+
+def dry_run(config):
+    """Validate, resolve and build the model; return (plan, summary) without training."""
+    entry = registry.get_model(config.model.name)
+    task = get_task(entry.task)
+    _check_early_stopping_metric(config, task)
+    cls = backend_class(config.backend)
+    dataset = _load_data(config)
+    backend = cls(config, dataset, task)
+    return make_plan(config, dataset, task), backend.summary(), dataset
+
+
+def sample(run_dir: Path, n: int, seed: int | None = None, reporter: Reporter | None = None) -> list[Path]:
+    """Write new samples from a trained run's newest checkpoint into its samples/ directory."""
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    task = get_task(registry.get_model(config.model.name).task)
+    if task.samples is None:
+        raise ConfigError(f"{run_dir}: a {task.name} model ({config.model.name}) does not generate samples",
+                          hint="sample from a vae, autoencoder or transformer run")
+    found = ckpt.newest_complete(run_dir / "checkpoints")
+    if found is None:
+        raise CheckpointError(f"{run_dir}: no complete checkpoint to sample from")
+    cls = backend_class(config.backend)
+    dataset = _load_data(config)
+    backend = cls(config, dataset, task, training=False)
+    backend.load_state(found, weights_only=True)
+    seed = int(time.time()) % 2**31 if seed is None else seed
+    return samples.write(backend, dataset, task, run_dir / "samples", n=n, seed=seed,
+                         tag=f"{found.name}-seed{seed}")
+
+
+__all__ = ["RunResult", "Trainer", "dry_run", "make_plan", "sample", "train", "yaml_io"]

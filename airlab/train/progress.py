@@ -1,0 +1,82 @@
+"""Progress for people: a rich bar on a terminal, plain periodic lines otherwise."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+
+
+def _fmt_metrics(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+
+
+def _fmt_eta(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+class Reporter:
+    """Shows a run's progress. `rich_bar=None` picks the bar when the console is a terminal."""
+
+    def __init__(self, console: Console | None = None, rich_bar: bool | None = None, quiet: bool = False):
+        self.console = console or Console()
+        self.rich_bar = self.console.is_terminal if rich_bar is None else rich_bar
+        self.quiet = quiet
+        self._progress = None
+        self._task = None
+        self._total = 0
+        self._t0 = time.time()
+        self._start = 0
+
+    def begin(self, total: int, start: int, description: str) -> None:
+        self._total, self._start, self._t0 = total, start, time.time()
+        if self.quiet:
+            return
+        if self.rich_bar:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[sps]}"), TextColumn("{task.fields[loss]}"), TimeRemainingColumn(),
+                console=self.console, transient=False)
+            self._progress.start()
+            self._task = self._progress.add_task(description, total=total, completed=start, sps="", loss="")
+        else:
+            self.console.print(f"{description}: steps {start}/{total}", highlight=False)
+
+    def step(self, step: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step)
+
+    def train(self, step: int, epoch: int, metrics: dict, lr: float, sps: float) -> None:
+        if self.quiet:
+            return
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step, sps=f"{sps:,.0f} samples/s",
+                                  loss=f"loss {metrics.get('loss', float('nan')):.4g}")
+            return
+        done = step - self._start
+        rate = done / max(1e-9, time.time() - self._t0)
+        eta = (self._total - step) / rate if rate > 0 else 0
+        self.console.print(
+            f"step {step}/{self._total} epoch {epoch} {_fmt_metrics(metrics)} lr {lr:.3g} "
+            f"{sps:,.0f} samples/s eta {_fmt_eta(eta)}", highlight=False)
+
+    def eval(self, step: int, split: str, metrics: dict) -> None:
+        self.message(f"eval step {step} {split}: {_fmt_metrics(metrics)}")
+
+    def message(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self._progress is not None:
+            self._progress.console.print(text, highlight=False)
+        else:
+            self.console.print(text, highlight=False)
+
+    def end(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
