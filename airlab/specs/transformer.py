@@ -1,0 +1,70 @@
+"""Decoder-only causal Transformer language model (GPT, nanoGPT-style), characters in, logits out."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from airlab.specs.base import DataInfo, ModelSpec
+
+
+class TransformerSpec(ModelSpec):
+    """A GPT: token + learned position embeddings, `n_layer` pre-LayerNorm blocks of causal
+    multi-head self-attention and a GELU MLP, a final LayerNorm and an output head whose weight
+    is tied to the token embedding (counted once).
+
+    Defaults follow the nanoGPT README's CPU run on tiny shakespeare: 4 layers, 4 heads, 128
+    wide, context 64, dropout 0, no biases (nanoGPT's train.py default bias=False, which that run
+    keeps): 804,096 parameters with vocabulary 65 (nanoGPT prints 0.80M, which leaves out the
+    8,192 position-embedding weights); val loss about 1.88 nats after 2000 steps.
+    The README's GPU run is `n_layer: 6, n_head: 6, n_embd: 384, context_length: 256, dropout: 0.2`.
+
+    Backend choices: nanoGPT's initialisation (every Linear and Embedding weight normal(0, 0.02),
+    biases zero, the two residual output projections of each block normal(0, 0.02/sqrt(2*n_layer)),
+    LayerNorm weight 1); LayerNorm eps 1e-5 (PyTorch's; Keras's default is 1e-3); exact (erf) GELU.
+    """
+
+    name: Literal["transformer"] = Field("transformer", description="Model name.")
+    n_layer: PositiveInt = Field(4, description="Number of Transformer blocks.")
+    n_head: PositiveInt = Field(4, description="Attention heads per block; must divide n_embd.")
+    n_embd: PositiveInt = Field(128, description="Width of the residual stream (embedding size).")
+    context_length: PositiveInt = Field(64, description="Longest sequence the model reads (size of the position table).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout rate on embeddings, attention weights and residual branches.")
+    bias: bool = Field(False, description="Biases in the Linear layers and LayerNorms (nanoGPT's `bias`).")
+    mlp_ratio: PositiveInt = Field(4, description="Hidden width of each block's MLP, as a multiple of n_embd.")
+
+    default_data: ClassVar[DataInfo] = DataInfo(input_shape=(), vocab_size=65)
+    test_variants: ClassVar[list[dict]] = [
+        {"n_layer": 2, "n_head": 2, "n_embd": 32, "context_length": 16, "dropout": 0.1, "bias": True, "mlp_ratio": 2},
+    ]
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> "TransformerSpec":
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"Expected `n_embd` divisible by `n_head`. Received: n_embd={self.n_embd}, n_head={self.n_head}"
+            )
+        return self
+
+    def check_data(self, info: DataInfo) -> None:
+        if info.vocab_size is None or info.vocab_size < 1:
+            raise ValueError(
+                f"Model 'transformer' is a language model and needs `vocab_size` >= 1 from its data. "
+                f"Received: vocab_size={info.vocab_size}"
+            )
+
+    def num_params(self, info: DataInfo) -> int:
+        self.check_data(info)
+        c, b, h = self.n_embd, int(self.bias), self.mlp_ratio * self.n_embd
+        layernorm = c + b * c
+        block = (
+            layernorm
+            + c * 3 * c + b * 3 * c  # attention: q, k, v projection
+            + c * c + b * c  # attention: output projection
+            + layernorm
+            + c * h + b * h  # MLP in
+            + h * c + b * c  # MLP out
+        )
+        embeddings = info.vocab_size * c + self.context_length * c  # the head is tied to the token table
+        return embeddings + self.n_layer * block + layernorm
