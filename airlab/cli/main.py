@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
 from airlab import __version__
@@ -73,11 +72,11 @@ def run(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
         return _fail(e.message, e.hint, e.exit_code)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         return _fail("aborted", None, EXIT_SIGINT)
-    except click.ClickException as e:
+    except typer.TyperException as e:  # usage errors: bad option, missing argument
         ctx_cmd = getattr(getattr(e, "ctx", None), "command_path", "airlab")
         return _fail(e.format_message(), f"see `{ctx_cmd} --help`", EXIT_USAGE)
     except KeyboardInterrupt:

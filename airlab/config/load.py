@@ -96,6 +96,7 @@ def apply_overrides(data: dict, locs: dict, overrides: list[str]) -> None:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
+                locs.setdefault(path[: i + 1], source)
             if not isinstance(child, dict):
                 problems.append(f"{source}: {_dotted(path[: i + 1])} is not a section")
                 break
@@ -140,6 +141,7 @@ def _describe(error: dict, data: dict, locs: dict) -> str:
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         from airlab.registry import model_names
 
+        where = locs.get(("model", "name"), where)
         name = (data.get("model") or {}).get("name") if isinstance(data.get("model"), dict) else None
         if name is None:
             return f"{where}: model.name: required (one of {', '.join(model_names())})"

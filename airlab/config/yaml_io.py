@@ -37,6 +37,9 @@ _Loader.add_implicit_resolver(
 )
 
 
+_PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+
+
 def _where(source: str, mark: yaml.Mark | None) -> str:
     if mark is None:
         return source
@@ -59,6 +62,9 @@ def parse(text: str, source: str) -> tuple[Any, Locations]:
 
         def walk(n: yaml.Node, path: tuple) -> Any:
             locations[path] = _where(source, n.start_mark)
+            if not isinstance(n, yaml.ScalarNode) and n.tag not in _PLAIN_TAGS:
+                problems.append(f"{_where(source, n.start_mark)}: tag {n.tag!r} is not allowed (only plain YAML)")
+                return None
             if isinstance(n, yaml.MappingNode):
                 try:
                     loader.flatten_mapping(n)

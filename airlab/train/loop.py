@@ -251,7 +251,7 @@ class Trainer:
         path.write_text("".join(k + "\n" for k in kept))
 
     def _record(self, log, state, split: str, metrics: dict, **extra) -> None:
-        log.write({"step": state["step"], "epoch": state["step"] / self.plan.steps_per_epoch, "split": split,
+        log.write({"step": state["step"], "epoch": round(state["step"] / self.plan.steps_per_epoch, 4), "split": split,
                    "metrics": metrics, **extra, "time": round(time.time() - log.t0, 3)})
 
     def _evaluate(self, state, log, split: str) -> dict:

@@ -1,0 +1,159 @@
+"""Datasets as numpy arrays: generated offline, or downloaded once and verified.
+
+    >>> from airlab.data import load_dataset
+    >>> ds = load_dataset("shapes", seed=0)          # offline, always available
+    >>> ds.train.x.shape, ds.train.x.dtype          # ((10800, 1, 28, 28), dtype('float32'))
+
+Every dataset is split the same way:
+
+- test: the dataset's own test split where it has one (images); None for text.
+- val: images: `val_fraction` of the training samples, chosen by a numpy Generator permutation
+  seeded with `seed` (so the split is a pure function of the seed); text: the last
+  `val_fraction` of the text (the usual split: the first 90 % trains).
+- limit: after the val split is carved, train keeps its first `limit` samples (characters for
+  text), and val and test are capped at `limit` too: for quick smoke runs.
+
+Images are float32 (N, C, H, W) in [0, 1] with int64 labels; text is a 1-D int32 array of
+character ids with `vocab` the sorted distinct characters of the whole text.
+
+Files of classic datasets are looked up in `path` (for air-gapped machines), then in
+`data_dir()/<name>/`, and downloaded there if missing (see `airlab.data.files`). Nothing here
+imports a deep-learning framework.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Callable
+
+import numpy as np
+
+from airlab.data.base import Dataset, Split
+from airlab.data.files import data_dir
+from airlab.data.raw import RawData
+from airlab.errors import DataError
+
+__all__ = ["Dataset", "Split", "data_dir", "dataset_names", "describe_datasets", "load_dataset"]
+
+# name -> ("module:function", one-line description). Imported on first use.
+_REGISTRY: dict[str, tuple[str, str]] = {
+    "shapes": ("airlab.data.shapes:load",
+               "generated 28x28 grayscale shapes, 10 classes, 12,000 train + 2,000 test (offline)"),
+    "pycorpus": ("airlab.data.pycorpus:load",
+                 "characters of standard-library docstrings, about 1 MB (offline)"),
+    "mnist": ("airlab.data.mnist:load_mnist",
+              "handwritten digits, 28x28 grayscale, 60,000 train + 10,000 test (download)"),
+    "fashion_mnist": ("airlab.data.mnist:load_fashion_mnist",
+                      "Zalando clothing, 28x28 grayscale, 60,000 train + 10,000 test (download)"),
+    "cifar10": ("airlab.data.cifar:load_cifar10",
+                "32x32 colour photos, 10 classes, 50,000 train + 10,000 test (download, 163 MiB)"),
+    "tinyshakespeare": ("airlab.data.text:load_tinyshakespeare",
+                        "Shakespeare, 1,115,394 characters, 65 distinct (download)"),
+}
+
+
+def dataset_names() -> list[str]:
+    """The names `load_dataset` accepts, sorted."""
+    return sorted(_REGISTRY)
+
+
+def describe_datasets() -> dict[str, str]:
+    """name -> one-line description, sorted by name."""
+    return {name: _REGISTRY[name][1] for name in dataset_names()}
+
+
+def _loader(name: str) -> Callable[..., RawData]:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(str(name), dataset_names(), n=1)
+        guess = f"; did you mean {close[0]!r}?" if close else ""
+        raise DataError(f"unknown dataset {name!r}{guess}",
+                        hint="known datasets: " + ", ".join(dataset_names()))
+    module, _, func = _REGISTRY[name][0].partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _check_args(val_fraction: float, size: int | None, limit: int | None) -> None:
+    try:
+        ok = 0.0 < float(val_fraction) < 1.0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise DataError(f"Expected `val_fraction` in (0, 1). Received: val_fraction={val_fraction!r}")
+    for label, value in (("size", size), ("limit", limit)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                  or value < 1):
+            raise DataError(f"Expected `{label}` a positive integer or None. Received: {label}={value!r}")
+
+
+def _to_float(x: np.ndarray) -> np.ndarray:
+    if x.dtype == np.uint8:
+        out = x.astype(np.float32)
+        out *= np.float32(1.0 / 255.0)
+        return out
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _split_images(raw: RawData, val_fraction: float, seed: int, limit: int | None):
+    n = int(raw.x.shape[0])
+    if n < 2:
+        raise DataError(f"need at least 2 training samples to carve a validation split, found {n}")
+    n_val = min(max(int(round(n * val_fraction)), 1), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    if limit is not None:
+        train_idx, val_idx = train_idx[:limit], val_idx[:limit]
+    y = np.asarray(raw.y, dtype=np.int64)
+    train = Split(_to_float(raw.x[train_idx]), y[train_idx])
+    val = Split(_to_float(raw.x[val_idx]), y[val_idx])
+    test = None
+    if raw.test_x is not None:
+        tx, ty = raw.test_x, np.asarray(raw.test_y, dtype=np.int64)
+        if limit is not None:
+            tx, ty = tx[:limit], ty[:limit]
+        test = Split(_to_float(tx), ty)
+    return train, val, test
+
+
+def _split_text(raw: RawData, val_fraction: float, limit: int | None):
+    text = raw.text or ""
+    vocab = sorted(set(text))
+    lut = np.full(max(map(ord, vocab)) + 1 if vocab else 1, -1, dtype=np.int32)
+    for i, ch in enumerate(vocab):
+        lut[ord(ch)] = i
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+    ids = lut[codes]
+    n = ids.shape[0]
+    if n < 2:
+        raise DataError(f"need at least 2 characters of text to carve a validation split, found {n}")
+    n_train = min(max(int(n * (1.0 - val_fraction)), 1), n - 1)
+    train, val = ids[:n_train], ids[n_train:]
+    if limit is not None:
+        train, val = train[:limit], val[:limit]
+    return Split(np.ascontiguousarray(train)), Split(np.ascontiguousarray(val)), vocab
+
+
+def load_dataset(name: str, *, path: str | None = None, val_fraction: float = 0.1, seed: int = 0,
+                 size: int | None = None, limit: int | None = None) -> Dataset:
+    """Load a dataset by name as numpy arrays with train/val(/test) splits.
+
+    path: a directory holding the dataset's files (checked before `data_dir()/<name>/`).
+    val_fraction: share of the training data (or of the text, at its end) used for validation.
+    seed: chooses which training images form the validation split; never changes the data.
+    size: number of training samples for generated datasets (characters for pycorpus); ignored
+        for datasets read from files.
+    limit: keep only the first `limit` train samples and at most `limit` val/test samples.
+    """
+    _check_args(val_fraction, size, limit)
+    raw = _loader(name)(path=path, size=size)
+    extra = dict(raw.extra)
+    extra.update(val_fraction=float(val_fraction), seed=int(seed), limit=limit)
+    if raw.kind == "text":
+        train, val, vocab = _split_text(raw, val_fraction, limit)
+        return Dataset(name=name, kind="text", train=train, val=val, test=None, vocab=vocab,
+                       source=raw.source, extra=extra)
+    train, val, test = _split_images(raw, val_fraction, seed, limit)
+    names = raw.class_names
+    num_classes = len(names) if names else int(np.max(raw.y)) + 1
+    return Dataset(name=name, kind="image", train=train, val=val, test=test, num_classes=num_classes,
+                   class_names=list(names) if names else None, source=raw.source, extra=extra)
