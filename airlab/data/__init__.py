@@ -73,7 +73,9 @@ def _loader(name: str) -> Callable[..., RawData]:
     return getattr(importlib.import_module(module), func)
 
 
-def _check_args(val_fraction: float, size: int | None, limit: int | None) -> None:
+def _check_args(val_fraction: float, seed: int, size: int | None, limit: int | None) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"Expected `seed` a non-negative integer. Received: seed={seed!r}")
     try:
         ok = 0.0 < float(val_fraction) < 1.0
     except (TypeError, ValueError):
@@ -144,7 +146,7 @@ def load_dataset(name: str, *, path: str | None = None, val_fraction: float = 0.
         for datasets read from files.
     limit: keep only the first `limit` train samples and at most `limit` val/test samples.
     """
-    _check_args(val_fraction, size, limit)
+    _check_args(val_fraction, seed, size, limit)
     raw = _loader(name)(path=path, size=size)
     extra = dict(raw.extra)
     extra.update(val_fraction=float(val_fraction), seed=int(seed), limit=limit)

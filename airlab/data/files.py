@@ -207,7 +207,7 @@ def fetch(dataset: str, files: Sequence[RemoteFile], path: str | os.PathLike | N
                     _download(url, spec, dest)
                 except (OSError, DataError, ValueError, http.client.HTTPException) as exc:
                     tried.append(f"{url}: {_reason(exc)}")
-                    log.warning("download of %s from %s failed: %s", spec.name, url, _reason(exc))
+                    log.info("download of %s from %s failed: %s", spec.name, url, _reason(exc))
                     continue
                 found[spec.name] = LocatedFile(spec, dest, verified=True, origin="download")
                 break

@@ -23,21 +23,21 @@ import warnings
 DEFAULT_SIZE = 1_000_000
 
 MODULES = sorted("""
-abc argparse array binascii builtins cmath doctest email.headerregistry email.policy
-multiprocessing.pool multiprocessing.managers ssl stat symtable tomllib wave xml.sax.handler
-xml.sax.saxutils zipimport zoneinfo urllib.robotparser code codeop contextvars graphlib netrc
-plistlib pstats profile runpy ast asyncio.base_events asyncio.events asyncio.futures asyncio.locks asyncio.queues
-asyncio.streams asyncio.subprocess asyncio.tasks base64 bisect bz2 calendar cmd codecs collections
-collections.abc colorsys concurrent.futures configparser contextlib copy csv dataclasses datetime
-decimal difflib dis email.message email.utils enum filecmp fnmatch fractions ftplib functools
-getopt gettext glob gzip hashlib heapq hmac html html.parser http.client http.cookies http.server
-imaplib inspect io ipaddress itertools json json.decoder json.encoder keyword linecache locale
-logging logging.handlers lzma mailbox math mimetypes numbers operator optparse os os.path pathlib
-pickletools pkgutil platform poplib pprint pydoc queue quopri random re reprlib sched secrets
-selectors shelve shlex shutil smtplib socket socketserver sqlite3 statistics string struct
-subprocess tarfile tempfile textwrap threading time timeit tokenize trace traceback types
-typing unittest.case unittest.mock urllib.parse urllib.request uuid weakref
-xml.dom.minidom xml.etree.ElementTree zipfile zlib
+abc argparse array ast asyncio.base_events asyncio.events asyncio.futures asyncio.locks
+asyncio.queues asyncio.streams asyncio.subprocess asyncio.tasks base64 binascii bisect builtins
+bz2 calendar cmath cmd code codecs codeop collections collections.abc colorsys
+concurrent.futures configparser contextlib contextvars copy csv dataclasses datetime decimal
+difflib dis doctest email.headerregistry email.message email.policy email.utils enum filecmp
+fnmatch fractions ftplib functools getopt gettext glob graphlib gzip hashlib heapq hmac html
+html.parser http.client http.cookies http.server imaplib inspect io ipaddress itertools json
+json.decoder json.encoder keyword linecache locale logging logging.handlers lzma mailbox math
+mimetypes multiprocessing.managers multiprocessing.pool netrc numbers operator optparse os
+os.path pathlib pkgutil platform plistlib poplib pprint profile pstats pydoc queue
+quopri random re reprlib runpy sched secrets selectors shlex shutil smtplib socket
+socketserver sqlite3 ssl stat statistics string struct subprocess symtable tarfile tempfile
+textwrap threading time timeit tokenize tomllib trace traceback types typing unittest.case
+unittest.mock urllib.parse urllib.request urllib.robotparser uuid wave weakref xml.dom.minidom
+xml.etree.ElementTree xml.sax.handler xml.sax.saxutils zipfile zipimport zlib zoneinfo
 """.split())
 
 

@@ -12,8 +12,9 @@ are compared on the same data. Images are generated in chunks of 1,000, each fro
 stream, so `size=N` is a prefix of any larger size. The test split comes from a separate stream
 (data seed + 1,000,003) and shares no images with train.
 
-The classes are meant to be learnable but not trivial: a small CNN reaches the mid 90s in a
-minute of CPU training; an MLP, which cannot exploit translation invariance, does clearly worse.
+The classes are meant to be learnable but not trivial. Measured on 2 CPU cores with Adam 1e-3,
+batch 128, 12,000 train / 2,000 test: a conv32-conv64-fc128 CNN reached 94 % test accuracy after
+5 epochs (about a minute) and a 784-512-512-10 MLP plateaued around 90-92 %.
 """
 
 from __future__ import annotations
