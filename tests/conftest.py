@@ -1,0 +1,133 @@
+"""Shared test setup: no network, no user home, no GPU; helpers to drive the CLI.
+
+Every test runs with HOME, XDG_CACHE_HOME and AIRLAB_DATA_DIR pointed at temporary directories
+and AIRLAB_OFFLINE=1, so nothing reads or writes the user's files and nothing is downloaded.
+Outbound network connections from the test process raise.
+
+`airlab_cli(*argv)` runs the CLI in-process through its seam `airlab.cli.main.run` and returns
+(exit code, stdout, stderr); `airlab_proc(*argv)` runs `python -m airlab` in a subprocess, for
+tests where the process itself matters (imports, exit status, what reaches stderr).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+# Set before anything imports airlab, so even module-scoped fixtures and subprocesses are offline.
+# Training tests pass device=cpu themselves: results must not depend on the machine.
+os.environ["AIRLAB_OFFLINE"] = "1"
+os.environ.pop("AIRLAB_DEBUG", None)
+
+# Tiny, offline data for training tests: 512 generated shapes, 256 of them used for training.
+SHAPES_TINY = ["data.name=shapes", "data.size=512", "data.limit=256"]
+# A few thousand characters of Python docstrings for the language model.
+PYCORPUS_TINY = ["data.name=pycorpus", "data.size=20000", "data.limit=4000"]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def out_lines(self) -> list[str]:
+        return [line for line in self.out.splitlines() if line.strip()]
+
+    @property
+    def err_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+
+def _point_env_at(root: Path, setenv) -> None:
+    for name, sub in (("HOME", "home"), ("XDG_CACHE_HOME", "xdg-cache"), ("AIRLAB_DATA_DIR", "airlab-data")):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        setenv(name, str(root / sub))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_env(tmp_path_factory):
+    """Session-wide isolation, in force for module- and session-scoped fixtures too."""
+    mp = pytest.MonkeyPatch()
+    _point_env_at(tmp_path_factory.mktemp("session-env"), mp.setenv)
+    mp.setenv("AIRLAB_OFFLINE", "1")
+    mp.delenv("AIRLAB_DEBUG", raising=False)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """Per test: a fresh home and cache, offline, and no outbound connections."""
+    _point_env_at(tmp_path_factory.mktemp("env"), monkeypatch.setenv)
+    monkeypatch.setenv("AIRLAB_OFFLINE", "1")
+    monkeypatch.delenv("AIRLAB_DEBUG", raising=False)
+
+    real_connect = socket.socket.connect
+
+    def guarded_connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise AssertionError(f"a test tried to open a network connection to {address!r}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a test tried to download a dataset")
+
+    monkeypatch.setattr("airlab.data.files._urlopen", no_download)
+
+
+def invoke(*argv: str | os.PathLike) -> Result:
+    """Run the CLI in-process and capture what it writes."""
+    from airlab.cli.main import run
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run([str(a) for a in argv])
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def spawn(*argv: str | os.PathLike, env: dict | None = None, code: str | None = None,
+          timeout: float = 180) -> Result:
+    """Run `python -m airlab ARGV` (or `python -c CODE`) in the repository root."""
+    full_env = dict(os.environ)
+    full_env.update({"COLUMNS": "200", "PYTHONDONTWRITEBYTECODE": "1"})
+    full_env.pop("AIRLAB_DEBUG", None)
+    full_env.update(env or {})
+    cmd = [sys.executable, "-c", code] if code is not None else [sys.executable, "-m", "airlab"]
+    cmd += [str(a) for a in argv]
+    proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def airlab_cli():
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def airlab_proc():
+    return spawn
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+def shipped_configs() -> list[Path]:
+    """Every YAML config shipped under configs/ (subdirectories too), sorted."""
+    return sorted(p for p in CONFIGS.rglob("*.yaml") if p.is_file())
