@@ -43,6 +43,9 @@ class Backend(Protocol):
     def train_step(self, index: np.ndarray, lr: float) -> None:
         """One optimizer step on the examples at `index` of the training split."""
 
+    def synchronize(self) -> None:
+        """Wait for queued device work (for timing)."""
+
     def pop_train_metrics(self) -> dict[str, float]:
         """Mean training metrics since the last call (forces a device sync)."""
 

@@ -21,7 +21,7 @@ class DataConfig(_Section):
     path: str | None = Field(None, description="directory holding the dataset's files (air-gapped use)")
     batch_size: int = Field(128, ge=1, description="training batch size")
     eval_batch_size: int | None = Field(None, ge=1, description="evaluation batch size (default: 4x batch_size)")
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of train held out for validation")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="fraction of train held out for validation")
     size: int | None = Field(None, ge=1, description="number of training samples of a generated dataset")
     limit: int | None = Field(None, ge=1, description="use only the first N training samples (smoke runs)")
 

@@ -120,6 +120,32 @@ def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+class _Clock:
+    """Training time: intervals of steps, each closed by a device sync, without eval or saves."""
+
+    def __init__(self, sync):
+        self._sync = sync
+        self._t0: float | None = None
+        self._acc = 0.0
+
+    @property
+    def running(self) -> bool:
+        return self._t0 is not None
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        if self._t0 is not None:
+            self._sync()
+            self._acc += time.perf_counter() - self._t0
+            self._t0 = None
+
+    def take(self) -> float:
+        value, self._acc = self._acc, 0.0
+        return value
+
+
 def load_run_config(run_dir: Path):
     path = run_dir / "config.yaml"
     if not path.is_file():
@@ -287,7 +313,9 @@ class Trainer:
         self.reporter.begin(plan.total_steps, state["step"], f"{cfg.name} [{cfg.model.name}/{cfg.backend}]")
         order, order_epoch = None, -1
         self._last_val = None
-        t_interval, seen_interval = time.perf_counter(), 0
+        clock = _Clock(backend.synchronize)
+        seen_interval = 0
+        clock.start()
         while state["step"] < plan.total_steps:
             step = state["step"]
             epoch, pos = divmod(step, plan.steps_per_epoch)
@@ -303,7 +331,8 @@ class Trainer:
             last = done == plan.total_steps
             if done % plan.log_every == 0 or last:
                 metrics = backend.pop_train_metrics()
-                elapsed = time.perf_counter() - t_interval
+                clock.stop()
+                elapsed = clock.take()
                 state["train_time"] += elapsed
                 sps = seen_interval / max(elapsed, 1e-9)
                 bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
@@ -314,8 +343,13 @@ class Trainer:
                              "train.grad_clip or use precision fp32")
                 self._record(log, state, "train", metrics, lr=lr, samples_per_s=round(sps, 2))
                 self.reporter.train(done, epoch, metrics, lr, sps)
+                seen_interval = 0
             stop = False
-            if has_val and (done % plan.eval_every == 0 or last):
+            evaluate = has_val and (done % plan.eval_every == 0 or last)
+            save = done % plan.checkpoint_every == 0 or last or signals.received
+            if (evaluate or save) and clock.running:
+                clock.stop()  # evaluation and saving are not training time
+            if evaluate:
                 self._last_val = self._evaluate(state, log, "val")
                 stop = self._track_best(state, self._last_val)
                 if stop:
@@ -323,7 +357,7 @@ class Trainer:
                     self.reporter.message(f"early stopping at step {done}: "
                                           f"{cfg.train.early_stopping.metric} has not improved in "
                                           f"{cfg.train.early_stopping.patience} evaluations")
-            if done % plan.checkpoint_every == 0 or last or stop or signals.received:
+            if save or stop:
                 self._save(state)
             if signals.received:
                 name = signal.Signals(signals.received).name
@@ -331,8 +365,8 @@ class Trainer:
                                   f"{self._last_ckpt}", hint=f"continue with: airlab train --resume {self.run_dir}")
             if stop:
                 break
-            if done % plan.log_every == 0 or last:
-                t_interval, seen_interval = time.perf_counter(), 0
+            if not clock.running:
+                clock.start()
 
     def _finish(self, state: dict, log, wall0: float) -> RunResult:
         final = {}

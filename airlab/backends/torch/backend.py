@@ -206,6 +206,10 @@ class TorchBackend:
             self._acc[k] = self._acc[k] + v if k in self._acc else v
         self._acc_n += 1
 
+    def synchronize(self) -> None:
+        if self.torch_device.type == "cuda":
+            torch.cuda.synchronize(self.torch_device)
+
     def pop_train_metrics(self) -> dict[str, float]:
         if not self._acc_n:
             return {}
