@@ -1,0 +1,71 @@
+"""Real signals end to end, and the README's commands staying what CI runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _start(run_dir: Path, tmp_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "AIRLAB_OFFLINE": "1", "AIRLAB_DATA_DIR": str(tmp_path / "data")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "airlab", "train", str(ROOT / "configs/mlp.yaml"), "data.name=shapes",
+         "data.size=2000", "train.epochs=null", "train.steps=100000", "train.log_every=1",
+         "model.hidden=[32]", "data.batch_size=16", "--run-dir", str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+
+
+def _wait_for_steps(run_dir: Path, proc: subprocess.Popen, steps: int, timeout: float = 120) -> None:
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"training exited early: {proc.communicate()}")
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= steps:
+            return
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail("training did not reach the expected step in time")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_saves_a_checkpoint_and_exits_with_its_code(tmp_path, sig, code):
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir, tmp_path)
+    _wait_for_steps(run_dir, proc, 5)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, (out, err)
+    assert "received" in err and f"airlab train --resume {run_dir}" in err
+    assert "Traceback" not in err
+    steps = sorted(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*"))
+    assert steps and steps[-1] >= 5
+    state = json.loads((run_dir / "checkpoints" / f"step-{steps[-1]}" / "trainer.json").read_text())
+    assert state["step"] == steps[-1]
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    quickstart = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", quickstart)
+
+
+def test_readme_has_two_quickstart_commands_and_ci_runs_the_test_one():
+    commands = _readme_commands()
+    assert len(commands) == 2, commands
+    run_cmd, test_cmd = commands
+    assert "airlab train configs/quickstart.yaml" in run_cmd
+    assert "pytest" in test_cmd
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_cmd in ci, "the README's test command must be exactly what .ci/run runs"
+    assert (ROOT / "configs" / "quickstart.yaml").is_file()
