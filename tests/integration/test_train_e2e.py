@@ -1,0 +1,491 @@
+"""End to end: train tiny models through the CLI and check the run directory, determinism,
+resume (bitwise on CPU), samples and divergence."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import safetensors.numpy  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from airlab.config import load_config  # noqa: E402
+from airlab.data import load_dataset  # noqa: E402
+from airlab.train import checkpoint as ckpt  # noqa: E402
+from airlab.train.rundir import weights_digest  # noqa: E402
+from airlab.train.schedule import lr_at  # noqa: E402
+from conftest import CONFIGS, PYCORPUS_TINY, SHAPES_TINY  # noqa: E402
+
+QUICK = CONFIGS / "quickstart.yaml"
+QUICK_TINY = [*SHAPES_TINY, "model.channels=[4,8]", "model.dense=[16]", "device=cpu", "train.epochs=null"]
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+# 10 steps, a checkpoint every 5, train metrics logged at the same cadence (so the mean of the
+# training loss over a logging interval never straddles a resume)
+RESUMABLE = ["train.steps=10", "train.checkpoint_every=5", "train.keep_checkpoints=10", "train.log_every=5",
+             "device=cpu"]
+CASES = {
+    # a classifier with dropout: the torch RNG must be restored
+    "mlp": (CONFIGS / "mlp.yaml", [*SHAPES_TINY, "model.hidden=[16]", "model.dropout=0.5", "train.epochs=null"]),
+    # dropout, a cosine schedule with warm-up and an epoch boundary inside the run
+    "cnn": (QUICK, [*QUICK_TINY, "train.warmup_steps=3", "data.batch_size=64"]),
+    # the reparameterization draws from the global torch RNG
+    "vae": (CONFIGS / "vae.yaml", [*SHAPES_TINY, "model.hidden=[16]", "model.latent_dim=4", "train.epochs=null"]),
+    # windows of a token stream; dropout on
+    "transformer": (CONFIGS / "transformer.yaml",
+                    [*PYCORPUS_TINY, "model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.context_length=16",
+                     "model.dropout=0.1", "train.warmup_steps=2", "train.eval_every=5"]),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: extra intra-op threads only add synchronisation on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def train(airlab_cli, config, overrides, run_dir, *extra):
+    r = airlab_cli("train", config, *overrides, "--run-dir", run_dir, *extra)
+    assert r.code == 0, r.err
+    return r
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def comparable(records: list[dict]) -> list[dict]:
+    """metrics.jsonl without what depends on the clock."""
+    return [{k: v for k, v in r.items() if k not in ("time", "samples_per_s")} for r in records]
+
+
+def digest_of_checkpoint(directory: Path) -> str:
+    return weights_digest(safetensors.numpy.load_file(str(directory / "model.safetensors")).items())
+
+
+# --- one tiny quickstart run, inspected file by file ------------------------------------------
+
+QUICK_RUN = [*QUICK_TINY, "train.steps=12", "train.checkpoint_every=3", "train.keep_checkpoints=2",
+             "train.log_every=4", "train.warmup_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory, airlab_cli):
+    run_dir = tmp_path_factory.mktemp("quick") / "run"
+    r = train(airlab_cli, QUICK, QUICK_RUN, run_dir)
+    return r, run_dir
+
+
+def test_last_stdout_line_names_the_run_directory(quick):
+    r, run_dir = quick
+    assert r.out_lines[-1] == f"run directory: {run_dir}"
+    assert r.err == ""
+
+
+def test_config_yaml_loads_back_to_the_same_config(quick):
+    _, run_dir = quick
+    assert load_config(run_dir / "config.yaml") == load_config(QUICK, QUICK_RUN)
+
+
+def test_env_json(quick):
+    _, run_dir = quick
+    env = json.loads((run_dir / "env.json").read_text())
+    for key in ("python", "platform", "cpu", "backend", "argv", "git_commit", "airlab", "numpy"):
+        assert key in env, key
+    assert env["backend"]["torch"] == torch.__version__
+    assert env["backend"]["device"] == "cpu"
+    assert env["cpu"]["logical_cores"] >= 1
+    assert isinstance(env["argv"], list) and env["argv"][0] == "airlab"
+    assert env["git_commit"] is None or re.match(r"^[0-9a-f]{40}(-dirty)?$", env["git_commit"])
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: the train command records sys.argv in env.json, not the argv passed "
+                                       "to airlab.cli.main.run(argv), so an in-process run records its host's "
+                                       "command line (e.g. pytest's)")
+def test_env_json_argv_is_the_command_that_ran(quick):
+    _, run_dir = quick
+    argv = json.loads((run_dir / "env.json").read_text())["argv"]
+    assert argv == ["airlab", "train", str(QUICK), *QUICK_RUN, "--run-dir", str(run_dir)]
+
+
+def test_metrics_jsonl(quick):
+    _, run_dir = quick
+    records = metrics(run_dir)
+    cfg = load_config(QUICK, QUICK_RUN)
+    for rec in records:
+        assert {"step", "epoch", "split", "metrics", "time"} <= set(rec)
+        assert rec["split"] in ("train", "val", "test")
+        assert all(math.isfinite(v) for v in rec["metrics"].values())
+    train_lines = [r for r in records if r["split"] == "train"]
+    assert [r["step"] for r in train_lines] == [4, 8, 12]
+    for rec in train_lines:
+        assert set(rec["metrics"]) == {"loss"}
+        assert rec["samples_per_s"] > 0
+        # the lr of the logged step (0-based step index = step - 1)
+        assert rec["lr"] == pytest.approx(lr_at(rec["step"] - 1, lr=cfg.train.lr, schedule="cosine",
+                                                total_steps=12, warmup_steps=2))
+    val = [r for r in records if r["split"] == "val"]
+    assert [r["step"] for r in val] == [4, 8, 12]  # 256 samples / batch 64: an epoch is 4 steps
+    assert all(set(r["metrics"]) == {"loss", "accuracy"} for r in val)
+    assert [r["epoch"] for r in val] == [1.0, 2.0, 3.0]
+    assert [r["split"] for r in records if r["step"] == 12][-1] == "test"
+    steps = [r["step"] for r in records]
+    assert steps == sorted(steps)
+
+
+def test_summary_json(quick):
+    _, run_dir = quick
+    s = summary(run_dir)
+    for key in ("name", "model", "task", "backend", "device", "status", "steps", "epochs", "samples_seen",
+                "final", "best", "train_time_s", "wall_time_s", "samples_per_s", "params", "weights_sha256",
+                "checkpoint", "samples"):
+        assert key in s, key
+    assert (s["name"], s["model"], s["task"], s["backend"], s["device"]) == (
+        "quickstart", "cnn", "classification", "torch", "cpu")
+    assert s["status"] == "completed" and s["steps"] == 12 and s["samples_seen"] == 12 * 64
+    cfg = load_config(QUICK, QUICK_RUN)
+    assert s["params"] == cfg.model.num_params(load_dataset("shapes", size=512, limit=256).info)
+    assert set(s["final"]) == {"val", "test"}
+    records = metrics(run_dir)
+    val = [r for r in records if r["split"] == "val"]
+    assert s["final"]["val"] == val[-1]["metrics"]
+    best = max(val, key=lambda r: (r["metrics"]["accuracy"], -r["step"]))
+    assert s["best"] == {"metric": "val/accuracy", "mode": "max", "value": best["metrics"]["accuracy"],
+                         "step": best["step"]}
+    assert s["samples"] == []
+
+
+def test_weights_sha256_matches_the_final_checkpoint(quick):
+    _, run_dir = quick
+    s = summary(run_dir)
+    assert HEX64.match(s["weights_sha256"])
+    assert s["checkpoint"] == str(run_dir / "checkpoints" / "step-12")
+    assert digest_of_checkpoint(Path(s["checkpoint"])) == s["weights_sha256"]
+
+
+def test_checkpoints_kept_and_verified(quick):
+    _, run_dir = quick
+    root = run_dir / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["step-12", "step-9"]  # keep_checkpoints: 2
+    for step, path in ckpt.list_steps(root):
+        assert ckpt.verify(path) is None
+        manifest = json.loads((path / "manifest.json").read_text())
+        assert manifest["step"] == step
+        assert {"model.safetensors", "optimizer.pt", "rng.safetensors", "trainer.json"} <= set(manifest["files"])
+        assert ckpt.read_trainer_state(path)["step"] == step
+
+
+# --- determinism -------------------------------------------------------------------------------
+
+
+def test_same_seed_same_weights_other_seed_other_weights(quick, airlab_cli, tmp_path):
+    _, first = quick
+    train(airlab_cli, QUICK, QUICK_RUN, tmp_path / "again")
+    assert summary(tmp_path / "again")["weights_sha256"] == summary(first)["weights_sha256"]
+    assert comparable(metrics(tmp_path / "again")) == comparable(metrics(first))
+    train(airlab_cli, QUICK, [*QUICK_RUN, "seed=1"], tmp_path / "seed1")
+    assert summary(tmp_path / "seed1")["weights_sha256"] != summary(first)["weights_sha256"]
+
+
+def test_a_real_process_trains_and_records_its_argv(airlab_proc, tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["train", str(QUICK), *QUICK_TINY, "train.steps=4", "--run-dir", str(run_dir)]
+    r = airlab_proc(*args)
+    assert r.code == 0, r.err
+    assert r.out.splitlines()[-1] == f"run directory: {run_dir}"
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["argv"] == ["airlab", *args]
+    assert summary(run_dir)["steps"] == 4
+
+
+def test_runs_root_names_the_directory_after_the_run(airlab_cli, tmp_path):
+    r = airlab_cli("train", QUICK, *QUICK_TINY, "train.steps=2", f"output.runs_root={tmp_path / 'runs'}")
+    assert r.code == 0, r.err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert re.match(r"^quickstart-\d{8}-\d{6}(-\d+)?$", run_dir.name)
+    assert r.out_lines[-1] == f"run directory: {run_dir}"
+
+
+# --- resume ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def completed(tmp_path_factory, airlab_cli):
+    """One uninterrupted run per case (trained on first use), shared by the resume and sample tests."""
+    done: dict[str, Path] = {}
+
+    def get(case: str) -> Path:
+        if case not in done:
+            config, overrides = CASES[case]
+            run_dir = tmp_path_factory.mktemp(f"{case}-A") / "run"
+            train(airlab_cli, config, [*overrides, *RESUMABLE], run_dir)
+            done[case] = run_dir
+        return done[case]
+
+    return get
+
+
+def interrupted_copy(airlab_cli, case: str, run_dir: Path, keep_through: int = 5) -> Path:
+    """Train the case again into run_dir, then delete its checkpoints after `keep_through`."""
+    config, overrides = CASES[case]
+    train(airlab_cli, config, [*overrides, *RESUMABLE], run_dir)
+    for step, path in ckpt.list_steps(run_dir / "checkpoints"):
+        if step > keep_through:
+            shutil.rmtree(path)
+    return run_dir
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_resume_is_bitwise_identical(case, completed, airlab_cli, tmp_path):
+    a = completed(case)
+    b = interrupted_copy(airlab_cli, case, tmp_path / "b")
+    assert [s for s, _ in ckpt.list_steps(b / "checkpoints")] == [5]
+    r = airlab_cli("train", "--resume", b)
+    assert r.code == 0, r.err
+    assert f"resuming {b} from step-5" in r.out
+    assert r.out_lines[-1] == f"run directory: {b}"
+    sa, sb = summary(a), summary(b)
+    assert sb["weights_sha256"] == sa["weights_sha256"]
+    for key in ("steps", "samples_seen", "final", "best", "params", "status"):
+        assert sb[key] == sa[key], key
+    assert comparable(metrics(b)) == comparable(metrics(a))
+    assert [s for s, _ in ckpt.list_steps(b / "checkpoints")] == [5, 10]
+    for name in ("model.safetensors", "optimizer.pt"):  # the final checkpoints are byte for byte the same
+        assert (ckpt.sha256_file(b / "checkpoints" / "step-10" / name)
+                == ckpt.sha256_file(a / "checkpoints" / "step-10" / name)), name
+
+
+def test_resume_with_the_same_config_is_accepted(completed, airlab_cli, tmp_path):
+    config, overrides = CASES["mlp"]
+    b = interrupted_copy(airlab_cli, "mlp", tmp_path / "b")
+    r = airlab_cli("train", config, *overrides, *RESUMABLE, "--resume", b)
+    assert r.code == 0, r.err
+    assert summary(b)["weights_sha256"] == summary(completed("mlp"))["weights_sha256"]
+
+
+def test_resume_with_a_changed_config_is_refused_naming_the_keys(airlab_cli, tmp_path):
+    config, overrides = CASES["mlp"]
+    b = interrupted_copy(airlab_cli, "mlp", tmp_path / "b")
+    before = (b / "metrics.jsonl").read_text()
+    r = airlab_cli("train", config, *overrides, *RESUMABLE, "train.lr=0.01", "model.dropout=0.1", "--resume", b)
+    assert r.code == 2
+    assert r.err_lines[0].endswith("the config differs from the run's in model.dropout, train.lr")
+    assert "--allow-config-change" in r.err_lines[1]
+    assert (b / "metrics.jsonl").read_text() == before  # nothing touched
+    assert [s for s, _ in ckpt.list_steps(b / "checkpoints")] == [5]
+
+
+def test_resume_with_allow_config_change_proceeds(airlab_cli, tmp_path):
+    config, overrides = CASES["mlp"]
+    b = interrupted_copy(airlab_cli, "mlp", tmp_path / "b")
+    r = airlab_cli("train", config, *overrides, *RESUMABLE, "train.steps=12", "--resume", b,
+                   "--allow-config-change")
+    assert r.code == 0, r.err
+    assert summary(b)["steps"] == 12
+    assert [s for s, _ in ckpt.list_steps(b / "checkpoints")] == [5, 10, 12]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: `airlab train --resume RUN train.steps=12` fails with 'expected the "
+                                       "CONFIG file first': the first override is taken as CONFIG, so the "
+                                       "'resume with overrides' branch of cli/train.py is unreachable")
+def test_resume_with_overrides_and_no_config(airlab_cli, tmp_path):
+    b = interrupted_copy(airlab_cli, "mlp", tmp_path / "b")
+    r = airlab_cli("train", "--resume", b, "train.steps=12", "--allow-config-change")
+    assert r.code == 0, r.err
+    assert summary(b)["steps"] == 12
+
+
+def test_resume_without_a_complete_checkpoint(airlab_cli, tmp_path):
+    config, overrides = CASES["mlp"]
+    b = interrupted_copy(airlab_cli, "mlp", tmp_path / "b")
+    (b / "checkpoints" / "step-5" / "manifest.json").unlink()  # a save that died before committing
+    with pytest.warns(UserWarning, match="no manifest"):
+        r = airlab_cli("train", "--resume", b)
+    assert r.code == 2
+    assert r.err_lines[0] == f"error: {b}: no complete checkpoint to resume from"
+    assert r.err_lines[-1].startswith("hint:")
+    shutil.rmtree(b / "checkpoints")
+    r = airlab_cli("train", "--resume", b)
+    assert r.code == 2 and "no complete checkpoint" in r.err_lines[0]
+
+
+def test_resume_skips_a_damaged_newest_checkpoint(completed, airlab_cli, tmp_path):
+    b = interrupted_copy(airlab_cli, "mlp", tmp_path / "b", keep_through=10)
+    weights = b / "checkpoints" / "step-10" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="step-10"):
+        r = airlab_cli("train", "--resume", b)
+    assert r.code == 0, r.err
+    assert "from step-5" in r.out
+    assert summary(b)["weights_sha256"] == summary(completed("mlp"))["weights_sha256"]
+
+
+def test_resume_of_a_directory_that_is_not_a_run(airlab_cli, tmp_path):
+    r = airlab_cli("train", "--resume", tmp_path)
+    assert r.code == 2
+    assert "not a run directory" in r.err_lines[0]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: early stopping's reference value (state['es_best']) is saved in "
+                                       "trainer.json but not restored on resume, so a resumed run treats its "
+                                       "first evaluation as an improvement and stops later than the same run "
+                                       "uninterrupted")
+def test_resume_keeps_early_stopping_state(airlab_cli, tmp_path):
+    config, overrides = CASES["mlp"]
+    es = [*overrides, "device=cpu", "train.steps=20", "train.eval_every=1", "train.checkpoint_every=1",
+          "train.keep_checkpoints=50", "train.log_every=1", "train.early_stopping.patience=3",
+          "train.early_stopping.min_delta=10.0"]
+    train(airlab_cli, config, es, tmp_path / "a")
+    sa = summary(tmp_path / "a")
+    assert sa["status"] == "early_stopped" and sa["steps"] == 4  # the guard of the test itself
+    train(airlab_cli, config, es, tmp_path / "b")
+    for step, path in ckpt.list_steps(tmp_path / "b" / "checkpoints"):
+        if step > 2:
+            shutil.rmtree(path)
+    assert airlab_cli("train", "--resume", tmp_path / "b").code == 0
+    assert summary(tmp_path / "b")["steps"] == sa["steps"]
+
+
+# --- samples -----------------------------------------------------------------------------------
+
+
+def png(path: Path) -> Image.Image:
+    with Image.open(path) as img:
+        img.verify()
+    img = Image.open(path)
+    assert img.format == "PNG"
+    return img
+
+
+def test_vae_run_writes_an_image_and_sample_writes_another(completed, airlab_cli):
+    run_dir = completed("vae")
+    s = summary(run_dir)
+    (first,) = s["samples"]
+    assert first == str(run_dir / "samples" / "step-10-generated.png")
+    assert png(Path(first)).size == ((4 * 30 + 2) * 3,) * 2  # 16 tiles of 28 px, padded, scaled 3x
+    r = airlab_cli("sample", run_dir, "--n", "4", "--seed", "1")
+    assert r.code == 0, r.err
+    new = run_dir / "samples" / "step-10-seed1-generated.png"
+    assert r.out_lines == [f"wrote {new}"]
+    assert png(new).size == ((2 * 30 + 2) * 3,) * 2
+    again = airlab_cli("sample", run_dir, "--n", "4", "--seed", "2")
+    assert again.code == 0
+    other = run_dir / "samples" / "step-10-seed2-generated.png"
+    assert other.read_bytes() != new.read_bytes()
+    before = new.read_bytes()
+    assert airlab_cli("sample", run_dir, "--n", "4", "--seed", "1").code == 0
+    assert new.read_bytes() == before  # a seed gives the same samples
+
+
+def test_autoencoder_run_writes_reconstructions(airlab_cli, tmp_path):
+    run_dir = tmp_path / "ae"
+    train(airlab_cli, CONFIGS / "autoencoder.yaml",
+          [*SHAPES_TINY, "model.channels=[4,4]", "train.epochs=null", "train.steps=3", "device=cpu"], run_dir)
+    (first,) = summary(run_dir)["samples"]
+    assert first.endswith("-reconstructions.png")
+    png(Path(first))
+    r = airlab_cli("sample", run_dir, "--n", "4", "--seed", "1")
+    assert r.code == 0, r.err
+    (line,) = r.out_lines
+    path = Path(line.removeprefix("wrote "))
+    assert path.name == "step-3-seed1-reconstructions.png" and path.parent == run_dir / "samples"
+    assert png(path).size == ((4 * 30 + 2) * 3, (2 * 30 + 2) * 3)  # 4 inputs, each beside its reconstruction
+
+
+def test_transformer_run_writes_text(completed, airlab_cli):
+    run_dir = completed("transformer")
+    (first,) = summary(run_dir)["samples"]
+    text = Path(first).read_text()
+    assert first.endswith("step-10-text.txt")
+    assert text.startswith("--- sample 1 (temperature 0.8) ---\n") and "--- sample 2" in text
+    assert len(text) > 400
+    r = airlab_cli("sample", run_dir, "--n", "3", "--seed", "5")
+    assert r.code == 0, r.err
+    path = run_dir / "samples" / "step-10-seed5-text.txt"
+    assert r.out_lines == [f"wrote {path}"]
+    text = path.read_text()
+    assert "--- sample 3" in text and "--- sample 4" not in text
+
+
+def test_sample_of_a_classifier_run_is_refused(completed, airlab_cli):
+    run_dir = completed("mlp")
+    r = airlab_cli("sample", run_dir)
+    assert r.code == 2
+    assert "does not generate samples" in r.err_lines[0]
+    assert not (run_dir / "samples").exists()
+
+
+def test_sample_without_a_checkpoint(completed, airlab_cli, tmp_path):
+    run_dir = tmp_path / "vae"
+    shutil.copytree(completed("vae"), run_dir)
+    shutil.rmtree(run_dir / "checkpoints")
+    r = airlab_cli("sample", run_dir, "--n", "2")
+    assert r.code == 2 and "no complete checkpoint" in r.err_lines[0]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: summary.json weights_sha256 is computed over state_dict(), which "
+                                       "lists the transformer's tied embedding twice (transformer.wte.weight and "
+                                       "lm_head.weight), but model.safetensors stores it once, so the digest "
+                                       "cannot be recomputed from the run's own checkpoint")
+def test_transformer_weights_sha256_matches_its_checkpoint(completed):
+    s = summary(completed("transformer"))
+    assert digest_of_checkpoint(Path(s["checkpoint"])) == s["weights_sha256"]
+
+
+@pytest.mark.parametrize("case", ["mlp", "vae"])
+def test_weights_sha256_matches_the_checkpoint(case, completed):
+    s = summary(completed(case))
+    assert digest_of_checkpoint(Path(s["checkpoint"])) == s["weights_sha256"]
+
+
+# --- divergence --------------------------------------------------------------------------------
+
+
+def test_an_absurd_learning_rate_exits_3_naming_the_step(airlab_cli, tmp_path):
+    config, overrides = CASES["mlp"]
+    run_dir = tmp_path / "run"
+    r = airlab_cli("train", config, *overrides, "device=cpu", "train.steps=10", "train.optimizer=sgd",
+                   "train.lr=1e30", "--run-dir", run_dir)
+    assert r.code == 3, r.err
+    assert re.search(r"step \d+", r.err_lines[0]) and ("diverged" in r.err_lines[0] or "non-finite" in r.err_lines[0])
+    assert "train.lr" in r.err_lines[1]
+    # nothing non-finite was checkpointed
+    for _, path in ckpt.list_steps(run_dir / "checkpoints"):
+        w = safetensors.numpy.load_file(str(path / "model.safetensors"))
+        assert all(bool((abs(a) < float("inf")).all()) for a in w.values())
+    assert not (run_dir / "summary.json").exists()
+
+
+def test_a_non_finite_training_loss_exits_3_naming_the_step(airlab_cli, tmp_path, monkeypatch):
+    from airlab.backends.torch.backend import TorchBackend
+
+    real = TorchBackend.pop_train_metrics
+
+    def poisoned(self):
+        out = real(self)
+        return {k: float("nan") for k in out}
+
+    monkeypatch.setattr(TorchBackend, "pop_train_metrics", poisoned)
+    config, overrides = CASES["mlp"]
+    run_dir = tmp_path / "run"
+    r = airlab_cli("train", config, *overrides, "device=cpu", "train.steps=10", "train.log_every=3",
+                   "train.checkpoint_every=1", "--run-dir", run_dir)
+    assert r.code == 3
+    assert r.err_lines[0] == "error: training diverged by step 3: train loss=nan"
+    assert str(run_dir / "checkpoints" / "step-2") in r.err_lines[1]  # the last good checkpoint
+    assert not any('"train"' in line for line in (run_dir / "metrics.jsonl").read_text().splitlines())
