@@ -68,13 +68,15 @@ def _session_env(tmp_path_factory):
     mp.undo()
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path_factory, monkeypatch):
-    """Per test: a fresh home and cache, offline, and no outbound connections."""
-    _point_env_at(tmp_path_factory.mktemp("env"), monkeypatch.setenv)
-    monkeypatch.setenv("AIRLAB_OFFLINE", "1")
-    monkeypatch.delenv("AIRLAB_DEBUG", raising=False)
+@pytest.fixture(scope="session", autouse=True)
+def _no_network():
+    """Outbound inet connections raise for the whole session.
 
+    Not monkeypatch: `connect` is inherited from _socket.socket, and monkeypatch's undo would
+    leave a copy in socket.socket's own __dict__, which changes what introspection (such as the
+    pycorpus dataset, built from docstrings) sees for the rest of the session.
+    """
+    own = vars(socket.socket).get("connect")
     real_connect = socket.socket.connect
 
     def guarded_connect(self, address):
@@ -82,7 +84,20 @@ def _isolated(tmp_path_factory, monkeypatch):
             raise AssertionError(f"a test tried to open a network connection to {address!r}")
         return real_connect(self, address)
 
-    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    socket.socket.connect = guarded_connect
+    yield
+    if own is None:
+        del socket.socket.connect
+    else:
+        socket.socket.connect = own
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """Per test: a fresh home and cache, offline, and no dataset downloads."""
+    _point_env_at(tmp_path_factory.mktemp("env"), monkeypatch.setenv)
+    monkeypatch.setenv("AIRLAB_OFFLINE", "1")
+    monkeypatch.delenv("AIRLAB_DEBUG", raising=False)
 
     def no_download(*args, **kwargs):
         raise AssertionError("a test tried to download a dataset")

@@ -133,6 +133,14 @@ def test_unknown_key_nested_in_model_uses_that_models_spec(tmp_path):
     assert "allowed: name, hidden, activation, dropout" in problem
 
 
+def test_unknown_top_level_key_suggests_the_closest(tmp_path):
+    path = write(tmp_path / "c.yaml", "model: {name: mlp}\nsed: 3\ntrian:\n  lr: 0.1\n")
+    problems = problems_of(path)
+    assert len(problems) == 2
+    assert any(p.startswith(f"{path}:2:1: sed: unknown key 'sed'; did you mean 'seed'") for p in problems), problems
+    assert any(p.startswith(f"{path}:3:1: trian: unknown key 'trian'; did you mean 'train'") for p in problems), problems
+
+
 def test_unknown_key_without_a_close_match_lists_the_allowed_ones(tmp_path):
     path = write(tmp_path / "c.yaml", """
         model: {name: mlp}
