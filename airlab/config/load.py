@@ -78,6 +78,8 @@ def _read_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, 
 def apply_overrides(data: dict, locs: dict, overrides: list[str]) -> None:
     """Apply `a.b.c=value` overrides in place; values parse as YAML."""
     problems = []
+    # a new model.name resets the model section, so apply it before the model keys given with it
+    overrides = sorted(overrides, key=lambda o: o.partition("=")[0].strip() != "model.name")
     for item in overrides:
         source = f"override {item!r}"
         key, sep, raw = item.partition("=")

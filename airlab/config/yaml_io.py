@@ -102,7 +102,11 @@ def parse(text: str, source: str) -> tuple[Any, Locations]:
                 problems.append(f"{_where(source, n.start_mark)}: {e.problem} (only plain YAML is allowed)")
                 return None
 
-        data = walk(node, ()) if node is not None else {}
+        if node is None:  # an empty file: point at its start
+            locations[()] = f"{source}:1:1"
+            data = {}
+        else:
+            data = walk(node, ())
     finally:
         loader.dispose()
     if problems:

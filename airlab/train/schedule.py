@@ -11,7 +11,7 @@ def lr_at(step: int, *, lr: float, schedule: str, total_steps: int, warmup_steps
     """The learning rate for optimizer step `step` (0-based).
 
     Warm-up rises linearly over `warmup_steps` to `lr`; then `constant` holds it, `cosine` decays
-    to `min_lr` at `decay_steps` (default: the last step) and holds it, `step` multiplies by
+    to `min_lr` at step `decay_steps - 1` (default: the last step) and holds it, `step` multiplies by
     `gamma` every `step_size` steps after warm-up.
     """
     if warmup_steps and step < warmup_steps:
@@ -22,7 +22,7 @@ def lr_at(step: int, *, lr: float, schedule: str, total_steps: int, warmup_steps
         return lr * gamma ** ((step - warmup_steps) // step_size)
     if schedule == "cosine":
         end = decay_steps if decay_steps is not None else total_steps
-        span = max(1, end - warmup_steps)
+        span = max(1, end - 1 - warmup_steps)  # min_lr on the last step, step index end - 1
         progress = min(1.0, (step - warmup_steps) / span)
         return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
     raise ValueError(f"unknown schedule {schedule!r}")

@@ -262,12 +262,14 @@ class TorchBackend:
 
         def shape_of(out) -> str:
             if isinstance(out, torch.Tensor):
-                return str(tuple(out.shape))
+                dims = list(out.shape)
+                return "(" + ", ".join(["B", *map(str, dims[1:])] if dims and dims[0] == probe else map(str, dims)) + ")"
             if isinstance(out, (tuple, list)):
                 return ", ".join(shape_of(o) for o in out)
             return "-"
 
         act_bytes = [0]
+        probe = 2  # batch size of the probing forward pass
 
         def hook(name):
             def fn(module, inputs, out):
@@ -280,7 +282,6 @@ class TorchBackend:
         for name, module in self.model.named_modules():
             if name and not list(module.children()) or (name and sum(1 for _ in module.parameters(recurse=False))):
                 hooks.append(module.register_forward_hook(hook(name)))
-        probe = 2
         idx = torch.arange(probe, device=self.torch_device)
         x, _ = self._batch("train", idx)
         self.model.eval()
