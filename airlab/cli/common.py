@@ -11,6 +11,18 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 
+_argv: list[str] = []
+
+
+def set_invocation(argv: list[str]) -> None:
+    """Remember the arguments this CLI run was given (for env.json)."""
+    _argv[:] = list(argv)
+
+
+def invocation() -> list[str]:
+    return list(_argv)
+
+
 def print_json(data) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 

@@ -62,6 +62,10 @@ def _fail(message: str, hint: str | None, code: int) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (the seam the tests use)."""
+    from airlab.cli.common import set_invocation
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    set_invocation(argv)
     command = typer.main.get_command(app)
     try:
         command.main(args=argv, prog_name="airlab", standalone_mode=False)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
 
-from airlab.cli.common import human_bytes, out
+from airlab.cli.common import human_bytes, invocation, out
 from airlab.errors import UsageError
 
 
@@ -52,6 +51,10 @@ def train(
     from airlab.train.progress import Reporter
 
     overrides = list(overrides or [])
+    if resume is not None and config is not None and "=" in str(config) and not config.exists():
+        # `airlab train --resume RUN key=value`: no CONFIG, only overrides
+        overrides.insert(0, str(config))
+        config = None
     if backend is not None:
         overrides.append(f"backend={backend}")
     if config is None and resume is None:
@@ -76,7 +79,7 @@ def train(
         plan, summary, dataset = loop.dry_run(cfg)
         _print_dry_run(cfg, plan, summary, dataset)
         return
-    trainer = loop.Trainer(cfg, run_dir=run_dir, resume=resume, argv=["airlab", *sys.argv[1:]],
+    trainer = loop.Trainer(cfg, run_dir=run_dir, resume=resume, argv=["airlab", *invocation()],
                            reporter=Reporter(out), allow_config_change=allow_config_change)
     result = trainer.run()
     s = result.summary

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import platform
+import subprocess
+import sys
 import unicodedata
 import warnings
 
@@ -98,13 +101,32 @@ def _walk(modules: list[str]) -> tuple[list[str], list[str]]:
     return parts, skipped
 
 
-def build_text(size: int = DEFAULT_SIZE) -> tuple[str, list[str]]:
-    """The corpus (at most `size` characters) and the modules skipped."""
+def _build_here(size: int) -> tuple[str, list[str]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         parts, skipped = _walk(MODULES)
     text = _normalize("".join(parts))
     return text[:size], skipped
+
+
+def build_text(size: int = DEFAULT_SIZE) -> tuple[str, list[str]]:
+    """The corpus (at most `size` characters) and the modules skipped.
+
+    Built in a fresh interpreter with only the standard library (`python -I -S`), because
+    imported packages patch standard modules (torch replaces `inspect.getfile`, for one) and
+    the corpus must not depend on what this process happened to import.
+    """
+    try:
+        out = subprocess.run([sys.executable, "-I", "-S", __file__, str(int(size))], capture_output=True,
+                             timeout=120, check=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        from airlab.errors import DataError
+
+        detail = getattr(e, "stderr", b"") or b""
+        raise DataError(f"pycorpus: building the corpus in a subprocess failed: {e} "
+                        f"{detail.decode(errors='replace')[-300:]}") from None
+    data = json.loads(out.stdout)
+    return data["text"], data["skipped"]
 
 
 def load(path=None, size: int | None = None):
@@ -119,3 +141,8 @@ def load(path=None, size: int | None = None):
                 f"of Python {version}, {len(text):,} characters"),
         extra={"python": version, "skipped": skipped, "size": cap},
     )
+
+
+if __name__ == "__main__":  # the isolated builder that build_text runs
+    text, skipped = _build_here(int(sys.argv[1]))
+    sys.stdout.write(json.dumps({"text": text, "skipped": skipped}))

@@ -198,7 +198,7 @@ class Trainer:
 
     def _fresh_state(self) -> dict:
         return {"step": 0, "best": None, "best_step": None, "evals_since_best": 0, "train_time": 0.0,
-                "samples_seen": 0, "stopped_early": False}
+                "samples_seen": 0, "stopped_early": False, "es_best": None}
 
     def _trainer_state(self, state: dict) -> dict:
         py_state = random.getstate()

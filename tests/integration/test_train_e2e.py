@@ -112,9 +112,6 @@ def test_env_json(quick):
     assert env["git_commit"] is None or re.match(r"^[0-9a-f]{40}(-dirty)?$", env["git_commit"])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the train command records sys.argv in env.json, not the argv passed "
-                                       "to airlab.cli.main.run(argv), so an in-process run records its host's "
-                                       "command line (e.g. pytest's)")
 def test_env_json_argv_is_the_command_that_ran(quick):
     _, run_dir = quick
     argv = json.loads((run_dir / "env.json").read_text())["argv"]
@@ -298,9 +295,6 @@ def test_resume_with_allow_config_change_proceeds(airlab_cli, tmp_path):
     assert [s for s, _ in ckpt.list_steps(b / "checkpoints")] == [5, 10, 12]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `airlab train --resume RUN train.steps=12` fails with 'expected the "
-                                       "CONFIG file first': the first override is taken as CONFIG, so the "
-                                       "'resume with overrides' branch of cli/train.py is unreachable")
 def test_resume_with_overrides_and_no_config(airlab_cli, tmp_path):
     b = interrupted_copy(airlab_cli, "mlp", tmp_path / "b")
     r = airlab_cli("train", "--resume", b, "train.steps=12", "--allow-config-change")
@@ -341,10 +335,6 @@ def test_resume_of_a_directory_that_is_not_a_run(airlab_cli, tmp_path):
     assert "not a run directory" in r.err_lines[0]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: early stopping's reference value (state['es_best']) is saved in "
-                                       "trainer.json but not restored on resume, so a resumed run treats its "
-                                       "first evaluation as an improvement and stops later than the same run "
-                                       "uninterrupted")
 def test_resume_keeps_early_stopping_state(airlab_cli, tmp_path):
     config, overrides = CASES["mlp"]
     es = [*overrides, "device=cpu", "train.steps=20", "train.eval_every=1", "train.checkpoint_every=1",
@@ -438,10 +428,6 @@ def test_sample_without_a_checkpoint(completed, airlab_cli, tmp_path):
     assert r.code == 2 and "no complete checkpoint" in r.err_lines[0]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: summary.json weights_sha256 is computed over state_dict(), which "
-                                       "lists the transformer's tied embedding twice (transformer.wte.weight and "
-                                       "lm_head.weight), but model.safetensors stores it once, so the digest "
-                                       "cannot be recomputed from the run's own checkpoint")
 def test_transformer_weights_sha256_matches_its_checkpoint(completed):
     s = summary(completed("transformer"))
     assert digest_of_checkpoint(Path(s["checkpoint"])) == s["weights_sha256"]

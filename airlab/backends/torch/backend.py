@@ -345,8 +345,16 @@ class TorchBackend:
         return {}
 
     def named_weights(self):
-        for name, t in self.model.state_dict().items():
-            t = t.detach().cpu()
+        """The weights as stored in model.safetensors: a tied tensor once, under the name that
+        sorts first among its aliases (safetensors' own choice)."""
+        state = self.model.state_dict()
+        first: dict[tuple, str] = {}
+        for name in sorted(state):
+            t = state[name]
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+            first.setdefault(key, name)
+        for name in sorted(set(first.values())):
+            t = state[name].detach().cpu()
             if t.dtype == torch.bfloat16:
                 t = t.float()
             yield name, t.numpy()
