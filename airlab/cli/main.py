@@ -22,7 +22,6 @@ app = typer.Typer(
     name="airlab",
     help="A research environment for deep learning: train classic models from YAML configs on PyTorch.\n\n"
          "Example: airlab train configs/quickstart.yaml",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -65,6 +64,8 @@ def run(argv: list[str] | None = None) -> int:
     from airlab.cli.common import set_invocation
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        argv = ["--help"]
     set_invocation(argv)
     command = typer.main.get_command(app)
     try:

@@ -44,14 +44,14 @@ def _merge(base: dict, child: dict, base_locs: dict, child_locs: dict, prefix: t
         base_locs.update({p: loc for p, loc in child_locs.items() if p[: len(path)] == path})
 
 
-def _read_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, dict]:
+def _read_with_extends(path: Path, found: yaml_io.Problems, chain: tuple[Path, ...] = ()) -> tuple[dict, dict]:
     path = path.resolve() if chain else path
     if len(chain) > MAX_EXTENDS_DEPTH:
         raise ConfigError(f"{path}: `extends` nests deeper than {MAX_EXTENDS_DEPTH} files")
     if path.resolve() in [p.resolve() for p in chain]:
         cycle = " -> ".join(str(p) for p in (*chain, path))
         raise ConfigError(f"{path}: `extends` forms a cycle: {cycle}")
-    data, locs = yaml_io.read(path)
+    data, locs = yaml_io.read(path, found)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -69,7 +69,7 @@ def _read_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, 
         parent_path = (path.parent / parent)
         if not parent_path.exists():
             raise ConfigError(f"{locs[('extends',)]}: extends: file not found: {parent_path}")
-        pdata, plocs = _read_with_extends(parent_path, (*chain, path))
+        pdata, plocs = _read_with_extends(parent_path, found, (*chain, path))
         _merge(merged, pdata, merged_locs, plocs)
     _merge(merged, data, merged_locs, locs)
     return merged, merged_locs
@@ -158,23 +158,37 @@ def _describe(error: dict, data: dict, locs: dict) -> str:
     return f"{where}: {dotted}: {msg}"
 
 
-def validate(data: dict, locs: dict | None = None) -> BaseModel:
+def validate(data: dict, locs: dict | None = None, found: yaml_io.Problems | None = None) -> BaseModel:
+    """Validate against the schema. `found` are problems already seen while reading (refused
+    YAML content); they are reported with the schema's, and schema errors beneath them dropped."""
     locs = locs or {}
+    found = list(found or [])
+    bad_paths = [path for path, _ in found]
+    problems = [msg for _, msg in found]
     try:
-        return run_config_class().model_validate(data)
+        config = run_config_class().model_validate(data)
     except ValidationError as e:
-        problems = [_describe(err, data, locs) for err in e.errors()]
-        raise ConfigError(list(dict.fromkeys(problems)), hint="fix the keys above; `airlab validate CONFIG` checks a config without training") from None
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            if any(loc[: len(p)] == p or p[: len(loc)] == loc for p in bad_paths):
+                continue
+            problems.append(_describe(err, data, locs))
+        config = None
+    if problems:
+        raise ConfigError(list(dict.fromkeys(problems)),
+                          hint="fix the keys above; `airlab validate CONFIG` checks a config without training")
+    return config
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> BaseModel:
-    """Read, extend, override and validate a config file."""
+    """Read, extend, override and validate a config file; report every problem at once."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, expected a YAML config file")
-    data, locs = _read_with_extends(path)
+    found: yaml_io.Problems = []
+    data, locs = _read_with_extends(path, found)
     apply_overrides(data, locs, list(overrides or []))
-    return validate(data, locs)
+    return validate(data, locs, found)
 
 
 def to_dict(config: BaseModel) -> dict[str, Any]:

@@ -46,9 +46,18 @@ def _where(source: str, mark: yaml.Mark | None) -> str:
     return f"{source}:{mark.line + 1}:{mark.column + 1}"
 
 
-def parse(text: str, source: str) -> tuple[Any, Locations]:
-    """Parse YAML text; return the data and a map from key path to 'source:line:col'."""
-    problems: list[str] = []
+_REFUSED = object()  # stands for refused content while walking; never returned
+Problems = list[tuple[tuple, str]]  # (key path, located message)
+
+
+def parse(text: str, source: str, found: Problems | None = None) -> tuple[Any, Locations]:
+    """Parse YAML text; return the data and a map from key path to 'source:line:col'.
+
+    Invalid syntax raises ConfigError at once. Refused content (duplicate keys, tags) is left
+    out of the data and reported: appended to `found` when given, so the caller can report it
+    together with schema problems, else raised here.
+    """
+    problems: Problems = []
     locations: Locations = {}
     loader = _Loader(text)
     try:
@@ -63,65 +72,71 @@ def parse(text: str, source: str) -> tuple[Any, Locations]:
         def walk(n: yaml.Node, path: tuple) -> Any:
             locations[path] = _where(source, n.start_mark)
             if not isinstance(n, yaml.ScalarNode) and n.tag not in _PLAIN_TAGS:
-                problems.append(f"{_where(source, n.start_mark)}: tag {n.tag!r} is not allowed (only plain YAML)")
-                return None
+                problems.append((path, f"{_where(source, n.start_mark)}: tag {n.tag!r} is not allowed (only plain YAML)"))
+                return _REFUSED
             if isinstance(n, yaml.MappingNode):
                 try:
                     loader.flatten_mapping(n)
                 except yaml.MarkedYAMLError as e:
-                    problems.append(f"{_where(source, e.problem_mark)}: {e.problem}")
+                    problems.append((path, f"{_where(source, e.problem_mark)}: {e.problem}"))
                     return {}
                 out: dict = {}
                 for key_node, value_node in n.value:
                     if not isinstance(key_node, yaml.ScalarNode):
-                        problems.append(f"{_where(source, key_node.start_mark)}: keys must be plain names")
+                        problems.append((path, f"{_where(source, key_node.start_mark)}: keys must be plain names"))
                         continue
-                    key = construct(key_node)
+                    key = construct(key_node, path)
                     if not isinstance(key, str):
                         key = str(key)
                     if key in out:
                         dotted = ".".join(str(p) for p in (*path, key))
-                        problems.append(
-                            f"{_where(source, key_node.start_mark)}: {dotted}: duplicate key "
-                            f"(first at line {locations[(*path, key)].rsplit(':', 2)[-2]})"
-                        )
+                        problems.append(((*path, key),
+                                         f"{_where(source, key_node.start_mark)}: {dotted}: duplicate key "
+                                         f"(first at line {locations[(*path, key)].rsplit(':', 2)[-2]})"))
                         continue
                     locations[(*path, key)] = _where(source, key_node.start_mark)
-                    out[key] = walk(value_node, (*path, key))
+                    value = walk(value_node, (*path, key))
+                    if value is not _REFUSED:
+                        out[key] = value
                     # the key's own position is the most useful place to point at
                     locations[(*path, key)] = _where(source, key_node.start_mark)
                 return out
             if isinstance(n, yaml.SequenceNode):
-                return [walk(item, (*path, i)) for i, item in enumerate(n.value)]
-            return construct(n)
+                items = [walk(item, (*path, i)) for i, item in enumerate(n.value)]
+                return [item for item in items if item is not _REFUSED]
+            return construct(n, path)
 
-        def construct(n: yaml.Node) -> Any:
+        def construct(n: yaml.Node, path: tuple) -> Any:
             try:
                 return loader.construct_object(n, deep=True)
             except yaml.constructor.ConstructorError as e:
-                problems.append(f"{_where(source, n.start_mark)}: {e.problem} (only plain YAML is allowed)")
-                return None
+                problems.append((path, f"{_where(source, n.start_mark)}: {e.problem} (only plain YAML is allowed)"))
+                return _REFUSED
 
         if node is None:  # an empty file: point at its start
             locations[()] = f"{source}:1:1"
             data = {}
         else:
             data = walk(node, ())
+            if data is _REFUSED:
+                data = {}
     finally:
         loader.dispose()
-    if problems:
-        raise ConfigError(problems)
+    if found is not None:
+        found.extend(problems)
+    elif problems:
+        raise ConfigError([msg for _, msg in problems])
     return data, locations
 
 
-def read(path: Path) -> tuple[Any, Locations]:
+def read(path: Path, found: Problems | None = None) -> tuple[Any, Locations]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found", hint="check the path") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read config: {e}") from None
-    return parse(text, str(path))
+    return parse(text, str(path), found)
 
 
 def parse_value(text: str, source: str) -> Any:

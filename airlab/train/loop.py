@@ -161,6 +161,7 @@ class Trainer:
         self.reporter = reporter or Reporter(rich_bar=False)
         self.argv = list(argv or [])
         self.resume_from: Path | None = None
+        self.config_changes: list[str] = []
         if resume is not None:
             resume = Path(resume)
             saved = load_run_config(resume)
@@ -172,6 +173,7 @@ class Trainer:
                     raise ConfigError(
                         f"--resume {resume}: the config differs from the run's in {', '.join(diff)}",
                         hint="resume without CONFIG to use the run's own config, or pass --allow-config-change")
+                self.config_changes = diff
             self.resume_from = ckpt.newest_complete(resume / "checkpoints")
             if self.resume_from is None:
                 raise CheckpointError(f"{resume}: no complete checkpoint to resume from",
@@ -245,6 +247,11 @@ class Trainer:
             state.update({k: saved[k] for k in state if k in saved})
             self._last_ckpt = self.resume_from
             self._truncate_metrics(state["step"])
+            if self.config_changes:  # allowed: keep the old config beside the new one
+                old = self.run_dir / "config.yaml"
+                old.rename(self.run_dir / f"config.before-step-{state['step']}.yaml")
+                old.write_text(to_yaml(cfg))
+                self.reporter.message(f"config changed at step {state['step']}: {', '.join(self.config_changes)}")
             self.reporter.message(f"resuming {self.run_dir} from {self.resume_from.name}")
         else:
             self.run_dir.mkdir(parents=True, exist_ok=False)

@@ -293,6 +293,9 @@ def test_resume_with_allow_config_change_proceeds(airlab_cli, tmp_path):
     assert r.code == 0, r.err
     assert summary(b)["steps"] == 12
     assert [s for s, _ in ckpt.list_steps(b / "checkpoints")] == [5, 10, 12]
+    # the run's config.yaml describes what ran last; the one before the change is kept beside it
+    assert load_config(b / "config.yaml").train.steps == 12
+    assert load_config(b / "config.before-step-5.yaml").train.steps != 12
 
 
 def test_resume_with_overrides_and_no_config(airlab_cli, tmp_path):

@@ -615,3 +615,18 @@ def test_shipped_configs_exist():
     names = {p.name for p in shipped_configs()}
     assert {"quickstart.yaml", "mlp.yaml", "cnn.yaml", "rnn.yaml", "autoencoder.yaml", "vae.yaml",
             "transformer.yaml"} <= names
+
+
+def test_refused_yaml_and_schema_problems_are_reported_together(tmp_path):
+    path = write(tmp_path / "many.yaml", "name: x\nname: y\nseed: -1\nmodel:\n  name: mlp\n"
+                 "  hidden: !!python/object/apply:os.system ['true']\n  dropot: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    problems = info.value.problems
+    assert len(problems) == 4, problems
+    assert problems[0].startswith(f"{path}:2:1: name: duplicate key")
+    assert any(p.startswith(f"{path}:6:11: tag") for p in problems)
+    assert any(p.startswith(f"{path}:3:1: seed:") for p in problems)
+    assert any("did you mean 'dropout'" in p for p in problems)
+    # the refused value is left out, not reported a second time by the schema
+    assert not any("model.hidden" in p for p in problems)
