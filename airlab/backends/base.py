@@ -57,11 +57,11 @@ class Backend(Protocol):
     def num_params(self) -> int: ...
 
     # state
-    def save_state(self, directory: Path, *, extra: dict) -> list[str]:
+    def save_state(self, directory: Path) -> list[str]:
         """Write model/optimizer/RNG state into `directory`; return the file names written."""
 
-    def load_state(self, directory: Path, *, weights_only: bool = False) -> dict:
-        """Restore state written by save_state; return the `extra` dict saved with it."""
+    def load_state(self, directory: Path, *, weights_only: bool = False) -> None:
+        """Restore state written by save_state (only the model's weights with weights_only)."""
 
     def named_weights(self) -> Iterator[tuple[str, np.ndarray]]:
         """Final weights as float arrays by name (for the digest and conversion)."""

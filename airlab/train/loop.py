@@ -20,9 +20,9 @@ import numpy as np
 from airlab import registry
 from airlab.backends import backend_class
 from airlab.config import load as config_load
-from airlab.config import to_dict, to_yaml, yaml_io
+from airlab.config import to_dict, to_yaml
 from airlab.data import load_dataset
-from airlab.errors import CheckpointError, ConfigError, Interrupted, TrainingDiverged
+from airlab.errors import CheckpointError, ConfigError, Interrupted, TrainingDiverged, UsageError
 from airlab.tasks import Task, get_task
 from airlab.train import checkpoint as ckpt
 from airlab.train import rundir, samples
@@ -185,6 +185,9 @@ class Trainer:
         _check_early_stopping_metric(config, self.task)
         self.backend_cls = backend_class(config.backend)
         self.run_dir = Path(run_dir) if run_dir else rundir.new_run_dir(config.output.runs_root, config.name)
+        if resume is None and self.run_dir.exists():
+            raise UsageError(f"--run-dir {self.run_dir}: already exists",
+                             hint=f"choose a new directory, or continue that run with --resume {self.run_dir}")
 
     # -- setup ---------------------------------------------------------------------------------
     def _seed(self) -> None:
@@ -228,7 +231,7 @@ class Trainer:
                 f"non-finite weights at step {state['step']}; not checkpointing them",
                 hint=f"last good checkpoint: {self._last_ckpt or 'none'}; lower train.lr or set train.grad_clip")
         root = self.run_dir / "checkpoints"
-        path = ckpt.save(root, state["step"], lambda d: self.backend.save_state(d, extra={}),
+        path = ckpt.save(root, state["step"], self.backend.save_state,
                          self._trainer_state(state))
         self._last_ckpt = path
         ckpt.prune(root, self.config.train.keep_checkpoints, protect={path})
@@ -447,4 +450,4 @@ def sample(run_dir: Path, n: int, seed: int | None = None, reporter: Reporter | 
                          tag=f"{found.name}-seed{seed}")
 
 
-__all__ = ["RunResult", "Trainer", "dry_run", "make_plan", "sample", "train", "yaml_io"]
+__all__ = ["RunResult", "Trainer", "dry_run", "make_plan", "sample", "train"]

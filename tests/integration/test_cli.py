@@ -320,3 +320,14 @@ def test_python_dash_m_airlab_is_the_cli(airlab_proc):
     r = airlab_proc("models", "--json")
     assert r.code == 0
     assert [row["name"] for row in json.loads(r.out)] == SIX
+
+
+def test_an_existing_run_dir_is_refused_before_any_work(airlab_cli, tmp_path):
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    r = airlab_cli("train", QUICK, *SHAPES_TINY, "--run-dir", taken)
+    assert r.code == 2
+    assert r.err_lines[0] == f"error: --run-dir {taken}: already exists"
+    assert "--resume" in r.err_lines[1]
+    assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]  # nothing lost, nothing added

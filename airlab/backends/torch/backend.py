@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -77,12 +76,6 @@ def resolve_precision(requested: str, device: torch.device) -> torch.dtype | Non
     raise ConfigError(f"train.precision: unknown precision {requested!r}")
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 class TorchBackend:
     name = "torch"
 
@@ -103,7 +96,7 @@ class TorchBackend:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
 
-        _seed_everything(config.seed)
+        torch.manual_seed(config.seed)  # python and numpy are seeded by the run loop
         build = registry.builder(self.spec.name, "torch")
         self.model = build(self.spec, dataset.info).to(self.torch_device)
         self.channels_last = self.torch_device.type == "cuda" and any(
@@ -301,7 +294,7 @@ class TorchBackend:
                             precision=str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32")
 
     # -- state ---------------------------------------------------------------------------------
-    def save_state(self, directory: Path, *, extra: dict) -> list[str]:
+    def save_state(self, directory: Path) -> list[str]:
         files = [MODEL_FILE]
         safetensors.torch.save_model(self.model, str(directory / MODEL_FILE))
         if self.optimizer is not None:
@@ -318,7 +311,7 @@ class TorchBackend:
             files.append(SCALER_FILE)
         return files
 
-    def load_state(self, directory: Path, *, weights_only: bool = False) -> dict:
+    def load_state(self, directory: Path, *, weights_only: bool = False) -> None:
         try:
             missing, unexpected = safetensors.torch.load_model(self.model, str(directory / MODEL_FILE), strict=False,
                                                                 device=str(self.torch_device))
@@ -328,7 +321,7 @@ class TorchBackend:
             raise CheckpointError(f"{directory / MODEL_FILE}: weights do not match the model "
                                   f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
         if weights_only:
-            return {}
+            return
         if self.optimizer is not None and (directory / OPTIM_FILE).exists():
             try:
                 state = torch.load(directory / OPTIM_FILE, map_location=self.torch_device, weights_only=True)
@@ -342,7 +335,6 @@ class TorchBackend:
             torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
         if self.scaler is not None and (directory / SCALER_FILE).exists():
             self.scaler.load_state_dict(json.loads((directory / SCALER_FILE).read_text()))
-        return {}
 
     def named_weights(self):
         """The weights as stored in model.safetensors: a tied tensor once, under the name that
