@@ -25,6 +25,17 @@ class DataConfig(_Section):
     size: int | None = Field(None, ge=1, description="number of training samples of a generated dataset")
     limit: int | None = Field(None, ge=1, description="use only the first N training samples (smoke runs)")
 
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from airlab.data import dataset_names
+
+        if v not in dataset_names():
+            suggestion = registry.close_matches(v, dataset_names())
+            raise ValueError(f"unknown dataset {v!r}" + (f"; {suggestion}" if suggestion else "")
+                             + f" (known: {', '.join(dataset_names())})")
+        return v
+
 
 class EarlyStoppingConfig(_Section):
     metric: str = Field("val/loss", description="metric watched, as written in metrics.jsonl: split/name")

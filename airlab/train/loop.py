@@ -78,9 +78,16 @@ def _check_early_stopping_metric(config, task: Task) -> None:
 
 
 def _load_data(config):
+    """The dataset, checked against what the model needs (images of a shape, or a vocabulary)."""
     d = config.data
-    return load_dataset(d.name, path=d.path, val_fraction=d.val_fraction, seed=config.seed, size=d.size,
-                        limit=d.limit)
+    dataset = load_dataset(d.name, path=d.path, val_fraction=d.val_fraction, seed=config.seed, size=d.size,
+                           limit=d.limit)
+    try:
+        config.model.check_data(dataset.info)
+    except ValueError as e:
+        raise ConfigError(f"model.name: {config.model.name} cannot train on data.name: {d.name} ({dataset.kind} "
+                          f"data): {e}", hint="pick a dataset of the kind this model reads (see README: Datasets)") from None
+    return dataset
 
 
 class _Signals:

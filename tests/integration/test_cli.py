@@ -331,3 +331,18 @@ def test_an_existing_run_dir_is_refused_before_any_work(airlab_cli, tmp_path):
     assert r.err_lines[0] == f"error: --run-dir {taken}: already exists"
     assert "--resume" in r.err_lines[1]
     assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]  # nothing lost, nothing added
+
+
+def test_an_unknown_dataset_is_a_config_error_with_did_you_mean(airlab_cli):
+    r = airlab_cli("validate", QUICK, "data.name=mnsit")
+    assert r.code == 2
+    assert "data.name: unknown dataset 'mnsit'; did you mean 'mnist'?" in r.err_lines[0]
+
+
+@pytest.mark.parametrize("config, data", [("transformer.yaml", "shapes"), ("cnn.yaml", "pycorpus")])
+def test_a_model_on_the_wrong_kind_of_data_is_a_config_error(airlab_cli, tmp_path, config, data):
+    r = airlab_cli("train", CONFIGS / config, f"data.name={data}", "data.limit=64", "train.steps=1",
+                   "train.epochs=null", "--run-dir", tmp_path / "run")
+    assert r.code == 2, r.err
+    assert r.err_lines[0].startswith("error: model.name: ") and f"data.name: {data}" in r.err_lines[0]
+    assert not (tmp_path / "run").exists()
