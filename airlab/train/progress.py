@@ -43,7 +43,9 @@ class Reporter:
                 TextColumn("{task.fields[sps]}"), TextColumn("{task.fields[loss]}"), TimeRemainingColumn(),
                 console=self.console, transient=False)
             self._progress.start()
-            self._task = self._progress.add_task(description, total=total, completed=start, sps="", loss="")
+            from rich.markup import escape
+
+            self._task = self._progress.add_task(escape(description), total=total, completed=start, sps="", loss="")
         else:
             self.console.print(f"{description}: steps {start}/{total}", highlight=False)
 
