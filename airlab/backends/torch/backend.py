@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import safetensors.torch
 import torch
-import torch.nn.functional as F
 
 from airlab import registry
 from airlab.backends.base import LayerRow, ModelSummary
@@ -376,14 +375,8 @@ class TorchBackend:
         self.model.eval()
         g = torch.Generator(device=self.torch_device).manual_seed(seed)
         idx = torch.as_tensor(prompt.astype(np.int64), device=self.torch_device)[None, :]  # (1, T)
-        for _ in range(n_new):
-            logits = self.model(idx[:, -self._context:])[:, -1, :].float() / max(temperature, 1e-6)  # (1, V)
-            if top_k is not None:
-                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                logits[logits < v[:, [-1]]] = -float("inf")
-            nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=g)  # (1, 1)
-            idx = torch.cat([idx, nxt], dim=1)
-        return idx[0, prompt.shape[0]:].cpu().numpy()
+        out = self.model.generate(idx, n_new, temperature=temperature, top_k=top_k, generator=g)  # (1, T + n)
+        return out[0, prompt.shape[0]:].cpu().numpy()
 
     def environment(self) -> dict:
         env = {"name": "torch", "torch": torch.__version__, "cuda": torch.version.cuda,
