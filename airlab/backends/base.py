@@ -14,6 +14,14 @@ from typing import Iterator, Protocol
 import numpy as np
 
 
+class NonFiniteStep(Exception):
+    """A training step whose loss or gradient norm was not finite; the weights did not move."""
+
+    def __init__(self, step: int | None, loss: float, grad_norm: float | None):
+        super().__init__(f"non-finite step {step}: loss={loss}, grad_norm={grad_norm}")
+        self.step, self.loss, self.grad_norm = step, loss, grad_norm
+
+
 @dataclass
 class LayerRow:
     name: str
@@ -40,8 +48,9 @@ class Backend(Protocol):
     def __init__(self, config, dataset, task, *, training: bool = True) -> None: ...
 
     # training
-    def train_step(self, index: np.ndarray, lr: float) -> None:
-        """One optimizer step on the examples at `index` of the training split."""
+    def train_step(self, index: np.ndarray, lr: float, *, step: int | None = None) -> None:
+        """One optimizer step on the examples at `index` of the training split (`step` counts
+        from 1). A non-finite loss or gradient norm raises NonFiniteStep before any weight moves."""
 
     def synchronize(self) -> None:
         """Wait for queued device work (for timing)."""

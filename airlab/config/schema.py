@@ -69,6 +69,9 @@ class TrainConfig(_Section):
     checkpoint_every: int | None = Field(None, ge=1, description="steps between checkpoints (default: each epoch)")
     keep_checkpoints: int = Field(3, ge=1, description="newest checkpoints kept")
     early_stopping: EarlyStoppingConfig | None = None
+    on_nonfinite: Literal["error", "skip"] = Field(
+        "error", description="a step with a non-finite loss or gradient norm: stop (exit 3) or skip it")
+    max_skipped_steps: int = Field(10, ge=0, description="with on_nonfinite: skip, the most steps skipped in a run")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":

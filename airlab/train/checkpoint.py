@@ -40,8 +40,13 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def save(root: Path, step: int, write: Callable[[Path], list[str]], trainer_state: dict) -> Path:
-    """Write a checkpoint for `step` through `write(tmpdir) -> files` and commit it by rename."""
+def save(root: Path, step: int, write: Callable[[Path], list[str]], trainer_state: dict,
+         on_file: Callable[[int], None] | None = None) -> Path:
+    """Write a checkpoint for `step` through `write(tmpdir) -> files` and commit it by rename.
+
+    Order: files -> fsync each -> manifest (SHA-256 and size of each) -> fsync -> rename the
+    directory -> fsync the parent. `on_file(n)` runs after the n-th file is on disk (a test seam).
+    """
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
     tmp = root / f".tmp-step-{step}-{os.getpid()}"
@@ -53,9 +58,11 @@ def save(root: Path, step: int, write: Callable[[Path], list[str]], trainer_stat
         (tmp / TRAINER).write_text(json.dumps(trainer_state, indent=1, sort_keys=True))
         files.append(TRAINER)
         manifest = {"step": step, "files": {}}
-        for name in files:
+        for n, name in enumerate(files, start=1):
             p = tmp / name
             _fsync(p)
+            if on_file is not None:
+                on_file(n)
             manifest["files"][name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         _fsync(tmp / MANIFEST)

@@ -22,7 +22,10 @@ from airlab.backends import backend_class
 from airlab.config import load as config_load
 from airlab.config import to_dict, to_yaml
 from airlab.data import load_dataset
-from airlab.errors import CheckpointError, ConfigError, Interrupted, TrainingDiverged, UsageError
+from airlab import faults
+from airlab.backends.base import NonFiniteStep
+from airlab.errors import (CheckpointError, ConfigError, EnvironmentProblem, Interrupted, TrainingDiverged,
+                           UsageError)
 from airlab.tasks import Task, get_task
 from airlab.train import checkpoint as ckpt
 from airlab.train import rundir, samples
@@ -114,6 +117,23 @@ class _Signals:
             signal.signal(sig, old)
 
 
+RESUME_SKIP_ENV = "AIRLAB_RESUME_SKIP"
+_RESUME_PARTS = {"model", "optimizer", "torch_rng", "scaler", "python_rng", "numpy_rng", "counters"}
+
+
+def _resume_skip() -> set[str]:
+    """Parts of the state a resume leaves out: a seam for the tests that prove each part matters
+    (AIRLAB_RESUME_SKIP=optimizer,torch_rng). Never set it for real work."""
+    import os
+
+    parts = {p.strip() for p in os.environ.get(RESUME_SKIP_ENV, "").split(",") if p.strip()}
+    unknown = parts - _RESUME_PARTS
+    if unknown:
+        raise UsageError(f"{RESUME_SKIP_ENV}: unknown part(s) {', '.join(sorted(unknown))}",
+                         hint=f"known: {', '.join(sorted(_RESUME_PARTS))}")
+    return parts
+
+
 def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     keys = sorted(set(a) | set(b))
     out = []
@@ -167,6 +187,7 @@ class Trainer:
                  allow_config_change: bool = False):
         self.reporter = reporter or Reporter(rich_bar=False)
         self.argv = list(argv or [])
+        self.faults = faults.Faults.from_env()
         self.resume_from: Path | None = None
         self.config_changes: list[str] = []
         if resume is not None:
@@ -205,12 +226,13 @@ class Trainer:
         self._seed()
         self.dataset = _load_data(self.config)
         self.backend = self.backend_cls(self.config, self.dataset, self.task)
+        self.backend.faults = self.faults
         self.plan = make_plan(self.config, self.dataset, self.task)
         self.lr_at = lr_function(self.config.train, self.plan.total_steps)
 
     def _fresh_state(self) -> dict:
         return {"step": 0, "best": None, "best_step": None, "evals_since_best": 0, "train_time": 0.0,
-                "samples_seen": 0, "stopped_early": False, "es_best": None}
+                "samples_seen": 0, "stopped_early": False, "es_best": None, "skipped_steps": 0}
 
     def _trainer_state(self, state: dict) -> dict:
         py_state = random.getstate()
@@ -225,11 +247,13 @@ class Trainer:
         }
 
     @staticmethod
-    def _restore_rng(saved: dict) -> None:
-        py = saved["rng"]["python"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
-        npst = saved["rng"]["numpy"]
-        np.random.set_state((npst[0], np.array(npst[1], dtype=np.uint32), npst[2], npst[3], npst[4]))
+    def _restore_rng(saved: dict, skip: set[str] = frozenset()) -> None:
+        if "python_rng" not in skip:
+            py = saved["rng"]["python"]
+            random.setstate((py[0], tuple(py[1]), py[2]))
+        if "numpy_rng" not in skip:
+            npst = saved["rng"]["numpy"]
+            np.random.set_state((npst[0], np.array(npst[1], dtype=np.uint32), npst[2], npst[3], npst[4]))
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _save(self, state: dict) -> Path:
@@ -238,8 +262,15 @@ class Trainer:
                 f"non-finite weights at step {state['step']}; not checkpointing them",
                 hint=f"last good checkpoint: {self._last_ckpt or 'none'}; lower train.lr or set train.grad_clip")
         root = self.run_dir / "checkpoints"
-        path = ckpt.save(root, state["step"], self.backend.save_state,
-                         self._trainer_state(state))
+        step = state["step"]
+        try:
+            path = ckpt.save(root, step, self.backend.save_state, self._trainer_state(state),
+                             on_file=lambda n: self.faults.during_save(step, n))
+        except OSError as e:
+            raise EnvironmentProblem(
+                f"could not save checkpoint step-{step} in {root}: {e}",
+                hint=f"free disk space or fix permissions; the previous checkpoint ({self._last_ckpt or 'none'}) "
+                     f"is intact: airlab train --resume {self.run_dir}") from None
         self._last_ckpt = path
         ckpt.prune(root, self.config.train.keep_checkpoints, protect={path})
         return path
@@ -251,10 +282,16 @@ class Trainer:
         state = self._fresh_state()
         self._last_ckpt: Path | None = None
         if self.resume_from is not None:
-            self.backend.load_state(self.resume_from)
+            skip = _resume_skip()
+            backend_skip = skip & {"model", "optimizer", "torch_rng", "scaler"}
+            if backend_skip:
+                self.backend.load_state(self.resume_from, skip=frozenset(backend_skip))
+            else:
+                self.backend.load_state(self.resume_from)
             saved = ckpt.read_trainer_state(self.resume_from)
-            self._restore_rng(saved)
-            state.update({k: saved[k] for k in state if k in saved})
+            self._restore_rng(saved, skip)
+            if "counters" not in skip:
+                state.update({k: saved[k] for k in state if k in saved})
             self._last_ckpt = self.resume_from
             self._truncate_metrics(state["step"])
             if self.config_changes:  # allowed: keep the old config beside the new one
@@ -323,6 +360,23 @@ class Trainer:
         state["evals_since_best"] += 1
         return state["evals_since_best"] >= es.patience
 
+    def _non_finite(self, state: dict, bad: NonFiniteStep) -> None:
+        """A step with a non-finite loss or gradient norm was refused: stop (exit 3), or skip it
+        while the budget of `train.max_skipped_steps` lasts."""
+        t = self.config.train
+        values = f"loss={bad.loss}" + (f", grad_norm={bad.grad_norm}" if bad.grad_norm is not None else "")
+        if t.on_nonfinite == "skip" and state["skipped_steps"] < t.max_skipped_steps:
+            state["skipped_steps"] += 1
+            self.reporter.message(f"skipped step {bad.step}: {values} "
+                                  f"({state['skipped_steps']}/{t.max_skipped_steps} of the skip budget)")
+            return
+        budget = (f" after skipping {state['skipped_steps']} step(s), the whole budget"
+                  if t.on_nonfinite == "skip" else "")
+        raise TrainingDiverged(
+            f"training diverged at step {bad.step}: {values}{budget}; the step was not taken",
+            hint=f"last good checkpoint: {self._last_ckpt or 'none'}; lower train.lr, set train.grad_clip, use "
+                 "precision fp32, or set train.on_nonfinite: skip")
+
     def _loop(self, state: dict, log, signals: _Signals) -> None:
         plan, cfg, task, backend = self.plan, self.config, self.task, self.backend
         has_val = len(self.dataset.val) > 0
@@ -340,10 +394,15 @@ class Trainer:
                 order, order_epoch = task.epoch_indices(n, cfg.seed, epoch, plan.context), epoch
             index = order[pos * plan.batch_size:(pos + 1) * plan.batch_size]
             lr = self.lr_at(step)
-            backend.train_step(index, lr)
+            try:
+                backend.train_step(index, lr, step=step + 1)
+            except NonFiniteStep as bad:
+                self._non_finite(state, bad)  # raises unless the config allows skipping
+            else:
+                state["samples_seen"] += len(index)
+                seen_interval += len(index)
             state["step"] = done = step + 1
-            state["samples_seen"] += len(index)
-            seen_interval += len(index)
+            self.faults.after_step(done)
             self.reporter.step(done)
             last = done == plan.total_steps
             if done % plan.log_every == 0 or last:
@@ -406,6 +465,7 @@ class Trainer:
             "steps": state["step"],
             "epochs": round(state["step"] / self.plan.steps_per_epoch, 3),
             "samples_seen": state["samples_seen"],
+            "skipped_steps": state["skipped_steps"],
             "final": final,
             "best": {"metric": self.task.best_metric, "mode": self.task.best_mode, "value": state["best"],
                      "step": state["best_step"]},

@@ -16,9 +16,10 @@ import safetensors.torch
 import torch
 
 from airlab import registry
-from airlab.backends.base import LayerRow, ModelSummary
+from airlab.backends.base import LayerRow, ModelSummary, NonFiniteStep
 from airlab.backends.torch import losses
 from airlab.errors import CheckpointError, ConfigError, EnvironmentProblem
+from airlab import faults as faults_module
 
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.pt"
@@ -113,7 +114,9 @@ class TorchBackend:
         self._eval_generator = torch.Generator(device=self.torch_device)
         self._put_data_on_device()
 
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = self._make_optimizer() if training else None
+        self.faults = faults_module.NONE  # the run loop sets the faults of AIRLAB_FAULT
         self.scaler = (torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 and training else None)
         self._lr = None
         self._acc: dict[str, torch.Tensor] = {}
@@ -168,29 +171,50 @@ class TorchBackend:
         return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov)
 
     # -- training ------------------------------------------------------------------------------
-    def train_step(self, index: np.ndarray, lr: float) -> None:
+    def train_step(self, index: np.ndarray, lr: float, *, step: int | None = None) -> None:
+        """One optimizer step. The loss and the gradient norm are checked before the weights
+        move: a non-finite one raises NonFiniteStep and the step is not taken."""
         opt = self.optimizer
         if lr != self._lr:
             for group in opt.param_groups:
                 group["lr"] = lr
             self._lr = lr
         self.model.train()
+        faults = self.faults
+        if faults:
+            faults.check_batch(len(index))
         idx = torch.from_numpy(index).to(self.torch_device, non_blocking=True)
         x, y = self._batch("train", idx)
         with self._autocast():
             loss, parts = self._train_loss(self.forward_model, x, y, spec=self.spec)
+        if faults and faults.nan_loss(step):
+            loss = loss * float("nan")
         clip = self.config.train.grad_clip
+        params = self._params
         if self.scaler is not None:
+            # fp16: overflowing gradients are the scaler's business (it skips the step and
+            # lowers the scale); only a non-finite loss is a divergence
             self.scaler.scale(loss).backward()
+            if not bool(torch.isfinite(loss.detach())):
+                opt.zero_grad(set_to_none=True)
+                raise NonFiniteStep(step, float(loss.detach()), None)
             if clip:
                 self.scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                torch.nn.utils.clip_grad_norm_(params, clip)
             self.scaler.step(opt)
             self.scaler.update()
         else:
             loss.backward()
+            if faults and faults.inf_grad(step):
+                next(p for p in params if p.grad is not None).grad.view(-1)[0] = float("inf")
             if clip:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                norm = torch.nn.utils.clip_grad_norm_(params, clip)  # the norm before clipping
+            else:
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            ok = torch.isfinite(loss.detach()) & torch.isfinite(norm)
+            if not bool(ok):  # one device sync per step: the price of never stepping into NaN
+                opt.zero_grad(set_to_none=True)
+                raise NonFiniteStep(step, float(loss.detach()), float(norm))
             opt.step()
         opt.zero_grad(set_to_none=True)
         for k, v in parts.items():
@@ -310,29 +334,37 @@ class TorchBackend:
             files.append(SCALER_FILE)
         return files
 
-    def load_state(self, directory: Path, *, weights_only: bool = False) -> None:
-        try:
-            missing, unexpected = safetensors.torch.load_model(self.model, str(directory / MODEL_FILE), strict=False,
-                                                                device=str(self.torch_device))
-        except Exception as e:  # a safetensors or shape error: the checkpoint does not fit this model
-            raise CheckpointError(f"{directory / MODEL_FILE}: cannot load weights into {self.spec.name}: {e}") from None
-        if missing or unexpected:
-            raise CheckpointError(f"{directory / MODEL_FILE}: weights do not match the model "
-                                  f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+    def load_state(self, directory: Path, *, weights_only: bool = False, skip: frozenset = frozenset()) -> None:
+        """Restore what save_state wrote. `skip` leaves parts out ("model", "optimizer", "torch_rng",
+        "scaler"): only the reliability tests use it, to prove each part matters."""
+        if "model" not in skip:
+            try:
+                missing, unexpected = safetensors.torch.load_model(self.model, str(directory / MODEL_FILE),
+                                                                    strict=False, device=str(self.torch_device))
+            except Exception as e:  # a safetensors or shape error: the checkpoint does not fit this model
+                raise CheckpointError(f"{directory / MODEL_FILE}: cannot load weights into {self.spec.name}: {e}",
+                                      hint="was this checkpoint written for another model or config?") from None
+            if missing or unexpected:
+                raise CheckpointError(f"{directory / MODEL_FILE}: weights do not match the model "
+                                      f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
         if weights_only:
             return
-        if self.optimizer is not None and (directory / OPTIM_FILE).exists():
+        if self.optimizer is not None and (directory / OPTIM_FILE).exists() and "optimizer" not in skip:
             try:
                 state = torch.load(directory / OPTIM_FILE, map_location=self.torch_device, weights_only=True)
             except Exception as e:  # weights_only refuses anything but tensors and plain containers
-                raise CheckpointError(f"{directory / OPTIM_FILE}: refused to load optimizer state: {e}") from None
+                raise CheckpointError(f"{directory / OPTIM_FILE}: refused to load optimizer state "
+                                      f"({type(e).__name__}); nothing in it was run",
+                                      hint="a checkpoint must hold tensors only; do not resume from files of "
+                                           "unknown origin") from None
             self.optimizer.load_state_dict(state)
-        rng = safetensors.torch.load_file(str(directory / RNG_FILE))
-        torch.set_rng_state(rng["torch_cpu"])
-        cuda_states = [rng[k] for k in sorted(k for k in rng if k.startswith("torch_cuda_"))]
-        if cuda_states and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
-        if self.scaler is not None and (directory / SCALER_FILE).exists():
+        if "torch_rng" not in skip:
+            rng = safetensors.torch.load_file(str(directory / RNG_FILE))
+            torch.set_rng_state(rng["torch_cpu"])
+            cuda_states = [rng[k] for k in sorted(k for k in rng if k.startswith("torch_cuda_"))]
+            if cuda_states and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
+        if self.scaler is not None and (directory / SCALER_FILE).exists() and "scaler" not in skip:
             self.scaler.load_state_dict(json.loads((directory / SCALER_FILE).read_text()))
 
     def named_weights(self):

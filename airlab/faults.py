@@ -1,0 +1,79 @@
+"""Fault injection for the reliability tests: `AIRLAB_FAULT` names faults to stage in a run.
+
+    AIRLAB_FAULT=kill_at_step:K          SIGKILL this process right after optimizer step K
+    AIRLAB_FAULT=kill_in_save:K:I        SIGKILL while saving checkpoint K, after its I-th file (from 1)
+    AIRLAB_FAULT=nan_at_step:K           the loss of step K becomes NaN
+    AIRLAB_FAULT=inf_grad_at_step:K      a gradient of step K becomes +Inf
+    AIRLAB_FAULT=oom_at_batch:B          every training step with a micro-batch larger than B runs out of memory
+    AIRLAB_FAULT=fail_write_at_save:K    writing checkpoint K fails with "No space left on device"
+
+Several faults are separated by commas. Steps count from 1 (the step that `metrics.jsonl` shows).
+Nothing here runs unless the variable is set; a malformed value is a usage error.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+from dataclasses import dataclass, field
+
+from airlab.errors import UsageError
+
+ENV = "AIRLAB_FAULT"
+_ARITY = {"kill_at_step": 1, "kill_in_save": 2, "nan_at_step": 1, "inf_grad_at_step": 1, "oom_at_batch": 1,
+          "fail_write_at_save": 1}
+
+
+class FakeOutOfMemory(RuntimeError):
+    """Raised by the `oom_at_batch` fault; backends treat it as their framework's OOM error."""
+
+
+@dataclass
+class Faults:
+    specs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, value: str | None = None) -> "Faults":
+        value = os.environ.get(ENV, "") if value is None else value
+        specs: dict[str, tuple[int, ...]] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            name, *args = item.split(":")
+            if name not in _ARITY or len(args) != _ARITY[name] or not all(a.isdigit() for a in args):
+                raise UsageError(f"{ENV}: cannot read {item!r}",
+                                 hint="expected one of: " + ", ".join(
+                                     f"{n}:{':'.join(['N'] * k)}" for n, k in _ARITY.items()))
+            specs[name] = tuple(int(a) for a in args)
+        return cls(specs)
+
+    def __bool__(self) -> bool:
+        return bool(self.specs)
+
+    def _is(self, name: str, *args: int) -> bool:
+        return self.specs.get(name) == args
+
+    # hooks -----------------------------------------------------------------------------------
+    def after_step(self, step: int) -> None:
+        if self._is("kill_at_step", step):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def nan_loss(self, step: int) -> bool:
+        return self._is("nan_at_step", step)
+
+    def inf_grad(self, step: int) -> bool:
+        return self._is("inf_grad_at_step", step)
+
+    def check_batch(self, batch_size: int) -> None:
+        limit = self.specs.get("oom_at_batch")
+        if limit is not None and batch_size > limit[0]:
+            raise FakeOutOfMemory(f"injected out of memory at micro-batch {batch_size} (oom_at_batch:{limit[0]})")
+
+    def during_save(self, step: int, files_written: int) -> None:
+        spec = self.specs.get("kill_in_save")
+        if spec is not None and spec[0] == step and files_written == spec[1]:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self._is("fail_write_at_save", step):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + " (injected: fail_write_at_save)")
+
+
+NONE = Faults()
