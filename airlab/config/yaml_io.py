@@ -59,7 +59,10 @@ def parse(text: str, source: str, found: Problems | None = None) -> tuple[Any, L
     """
     problems: Problems = []
     locations: Locations = {}
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as e:  # e.g. a control character the YAML reader refuses
+        raise ConfigError(f"{source}: invalid YAML: {e}") from None
     try:
         try:
             node = loader.get_single_node()
