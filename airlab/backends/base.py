@@ -22,6 +22,14 @@ class NonFiniteStep(Exception):
         self.step, self.loss, self.grad_norm = step, loss, grad_norm
 
 
+class OutOfMemoryStep(Exception):
+    """A training step that ran out of device memory; weights, gradients and RNG are as before it."""
+
+    def __init__(self, step: int | None, micro_batch: int, detail: str):
+        super().__init__(f"out of memory at step {step} with micro-batch {micro_batch}: {detail}")
+        self.step, self.micro_batch, self.detail = step, micro_batch, detail
+
+
 @dataclass
 class LayerRow:
     name: str

@@ -69,6 +69,10 @@ class TrainConfig(_Section):
     checkpoint_every: int | None = Field(None, ge=1, description="steps between checkpoints (default: each epoch)")
     keep_checkpoints: int = Field(3, ge=1, description="newest checkpoints kept")
     early_stopping: EarlyStoppingConfig | None = None
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (gradient accumulation)")
+    auto_batch_size: bool = Field(False, description="on out-of-memory: halve the micro-batch, keep the batch "
+                                                     "by accumulating gradients")
+    max_batch_halvings: int = Field(4, ge=1, le=16, description="with auto_batch_size: the most halvings tried")
     on_nonfinite: Literal["error", "skip"] = Field(
         "error", description="a step with a non-finite loss or gradient norm: stop (exit 3) or skip it")
     max_skipped_steps: int = Field(10, ge=0, description="with on_nonfinite: skip, the most steps skipped in a run")

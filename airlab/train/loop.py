@@ -23,7 +23,7 @@ from airlab.config import load as config_load
 from airlab.config import to_dict, to_yaml
 from airlab.data import load_dataset
 from airlab import faults
-from airlab.backends.base import NonFiniteStep
+from airlab.backends.base import NonFiniteStep, OutOfMemoryStep
 from airlab.errors import (CheckpointError, ConfigError, EnvironmentProblem, Interrupted, TrainingDiverged,
                            UsageError)
 from airlab.tasks import Task, get_task
@@ -211,6 +211,9 @@ class Trainer:
         self.entry = registry.get_model(config.model.name)
         self.task = get_task(self.entry.task)
         _check_early_stopping_metric(config, self.task)
+        if config.train.grad_accum > config.data.batch_size:
+            raise ConfigError(f"train.grad_accum: {config.train.grad_accum} micro-batches cannot split a batch of "
+                              f"{config.data.batch_size} (data.batch_size)")
         self.backend_cls = backend_class(config.backend)
         self.run_dir = Path(run_dir) if run_dir else rundir.new_run_dir(config.output.runs_root, config.name)
         if resume is None and self.run_dir.exists():
@@ -232,7 +235,8 @@ class Trainer:
 
     def _fresh_state(self) -> dict:
         return {"step": 0, "best": None, "best_step": None, "evals_since_best": 0, "train_time": 0.0,
-                "samples_seen": 0, "stopped_early": False, "es_best": None, "skipped_steps": 0}
+                "samples_seen": 0, "stopped_early": False, "es_best": None, "skipped_steps": 0,
+                "grad_accum": self.config.train.grad_accum, "micro_batches_tried": []}
 
     def _trainer_state(self, state: dict) -> dict:
         py_state = random.getstate()
@@ -292,6 +296,7 @@ class Trainer:
             self._restore_rng(saved, skip)
             if "counters" not in skip:
                 state.update({k: saved[k] for k in state if k in saved})
+            self.backend.grad_accum = state["grad_accum"]
             self._last_ckpt = self.resume_from
             self._truncate_metrics(state["step"])
             if self.config_changes:  # allowed: keep the old config beside the new one
@@ -377,6 +382,26 @@ class Trainer:
             hint=f"last good checkpoint: {self._last_ckpt or 'none'}; lower train.lr, set train.grad_clip, use "
                  "precision fp32, or set train.on_nonfinite: skip")
 
+    def _out_of_memory(self, state: dict, oom: OutOfMemoryStep) -> None:
+        """Halve the micro-batch (doubling the accumulation, so the batch stays the same) and let
+        the step run again; the backend left weights, gradients and RNG as they were."""
+        t, batch = self.config.train, self.config.data.batch_size
+        tried = state["micro_batches_tried"] or [oom.micro_batch]
+        halvings = len(tried) - 1
+        if not t.auto_batch_size or oom.micro_batch <= 1 or halvings >= t.max_batch_halvings:
+            sizes = ", ".join(str(b) for b in tried)
+            raise EnvironmentProblem(
+                f"out of memory at step {oom.step} with micro-batch {oom.micro_batch} (batch {batch}; tried {sizes})",
+                hint="lower data.batch_size, raise train.grad_accum, use precision bf16, or set "
+                     "train.auto_batch_size: true" if not t.auto_batch_size else
+                     "even small micro-batches do not fit: use a smaller model or precision bf16")
+        self.backend.grad_accum *= 2
+        state["grad_accum"] = self.backend.grad_accum
+        micro = -(-batch // self.backend.grad_accum)
+        state["micro_batches_tried"] = [*tried, micro]
+        self.reporter.message(f"out of memory at step {oom.step} with micro-batch {oom.micro_batch}: retrying "
+                              f"with micro-batch {micro} x {self.backend.grad_accum} accumulated (batch {batch})")
+
     def _loop(self, state: dict, log, signals: _Signals) -> None:
         plan, cfg, task, backend = self.plan, self.config, self.task, self.backend
         has_val = len(self.dataset.val) > 0
@@ -398,6 +423,9 @@ class Trainer:
                 backend.train_step(index, lr, step=step + 1)
             except NonFiniteStep as bad:
                 self._non_finite(state, bad)  # raises unless the config allows skipping
+            except OutOfMemoryStep as oom:
+                self._out_of_memory(state, oom)  # raises unless the micro-batch can shrink
+                continue  # the same step again, in smaller micro-batches
             else:
                 state["samples_seen"] += len(index)
                 seen_interval += len(index)
@@ -466,6 +494,8 @@ class Trainer:
             "epochs": round(state["step"] / self.plan.steps_per_epoch, 3),
             "samples_seen": state["samples_seen"],
             "skipped_steps": state["skipped_steps"],
+            "grad_accum": state["grad_accum"],
+            "micro_batches_tried": state["micro_batches_tried"],
             "final": final,
             "best": {"metric": self.task.best_metric, "mode": self.task.best_mode, "value": state["best"],
                      "step": state["best_step"]},

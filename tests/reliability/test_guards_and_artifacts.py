@@ -173,3 +173,43 @@ def test_the_cli_never_shows_a_traceback_for_a_fuzzed_config(airlab_cli, tmp_pat
     r = airlab_cli("validate", path)
     assert r.code in (0, 2), r.err
     assert "Traceback" not in r.err and "unexpected" not in r.err
+
+
+# -- out of memory: automatic micro-batch back-off -------------------------------------------------
+
+OOM_RUN = [str(CONFIGS / "mlp.yaml"), *SHAPES_TINY, "model.hidden=[16]", "model.dropout=0.5", "device=cpu",
+           "train.epochs=null", "train.steps=12", "data.batch_size=32", "train.checkpoint_every=4"]
+
+
+def test_oom_backs_off_and_matches_a_run_started_at_the_final_size(airlab_cli, tmp_path, monkeypatch):
+    plain = tmp_path / "plain"
+    assert airlab_cli("train", *OOM_RUN, "train.grad_accum=4", "--run-dir", plain).code == 0
+    monkeypatch.setenv("AIRLAB_FAULT", "oom_at_batch:10")
+    run_dir = tmp_path / "run"
+    r = airlab_cli("train", *OOM_RUN, "train.auto_batch_size=true", "--run-dir", run_dir)
+    assert r.code == 0, r.err
+    assert "retrying with micro-batch 16 x 2" in r.out and "retrying with micro-batch 8 x 4" in r.out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["micro_batches_tried"] == [32, 16, 8] and summary["grad_accum"] == 4
+    assert summary["steps"] == 12
+    assert summary["weights_sha256"] == json.loads((plain / "summary.json").read_text())["weights_sha256"]
+    # a resume keeps the micro-batch it had found
+    monkeypatch.delenv("AIRLAB_FAULT")
+    assert airlab_cli("train", "--resume", run_dir, "train.steps=16", "--allow-config-change").code == 0
+    assert json.loads((run_dir / "summary.json").read_text())["grad_accum"] == 4
+
+
+def test_oom_without_auto_batch_size_names_the_batch(airlab_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRLAB_FAULT", "oom_at_batch:10")
+    r = airlab_cli("train", *OOM_RUN, "--run-dir", tmp_path / "run")
+    assert r.code == 4
+    assert r.err_lines[0] == "error: out of memory at step 1 with micro-batch 32 (batch 32; tried 32)"
+    assert "train.auto_batch_size: true" in r.err_lines[1]
+
+
+def test_oom_gives_up_after_the_allowed_halvings(airlab_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRLAB_FAULT", "oom_at_batch:3")
+    r = airlab_cli("train", *OOM_RUN, "train.auto_batch_size=true", "train.max_batch_halvings=2",
+                   "--run-dir", tmp_path / "run")
+    assert r.code == 4
+    assert "(batch 32; tried 32, 16, 8)" in r.err_lines[0]

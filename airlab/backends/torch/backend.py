@@ -16,7 +16,7 @@ import safetensors.torch
 import torch
 
 from airlab import registry
-from airlab.backends.base import LayerRow, ModelSummary, NonFiniteStep
+from airlab.backends.base import LayerRow, ModelSummary, NonFiniteStep, OutOfMemoryStep
 from airlab.backends.torch import losses
 from airlab.errors import CheckpointError, ConfigError, EnvironmentProblem
 from airlab import faults as faults_module
@@ -117,6 +117,7 @@ class TorchBackend:
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = self._make_optimizer() if training else None
         self.faults = faults_module.NONE  # the run loop sets the faults of AIRLAB_FAULT
+        self.grad_accum = t.grad_accum  # micro-batches per step; the run loop raises it on OOM
         self.scaler = (torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 and training else None)
         self._lr = None
         self._acc: dict[str, torch.Tensor] = {}
@@ -171,56 +172,90 @@ class TorchBackend:
         return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov)
 
     # -- training ------------------------------------------------------------------------------
+    def _forward_backward(self, index: np.ndarray, step: int | None):
+        """Loss and gradients of the batch at `index`, in `grad_accum` micro-batches whose losses
+        are weighted by their share of the batch (the gradient is the whole batch's mean)."""
+        faults, n = self.faults, len(index)
+        chunks = np.array_split(index, self.grad_accum) if self.grad_accum > 1 else [index]
+        loss_total, parts_total = None, {}
+        for chunk in chunks:
+            if faults:
+                faults.check_batch(len(chunk))
+            idx = torch.from_numpy(chunk).to(self.torch_device, non_blocking=True)
+            x, y = self._batch("train", idx)
+            with self._autocast():
+                loss, parts = self._train_loss(self.forward_model, x, y, spec=self.spec)
+            if faults and faults.nan_loss(step):
+                loss = loss * float("nan")
+            share = len(chunk) / n
+            scaled = loss * share if len(chunks) > 1 else loss
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            loss_total = scaled.detach() if loss_total is None else loss_total + scaled.detach()
+            for k, v in parts.items():
+                v = v.detach() * share if len(chunks) > 1 else v.detach()
+                parts_total[k] = parts_total[k] + v if k in parts_total else v
+        return loss_total, parts_total
+
     def train_step(self, index: np.ndarray, lr: float, *, step: int | None = None) -> None:
         """One optimizer step. The loss and the gradient norm are checked before the weights
-        move: a non-finite one raises NonFiniteStep and the step is not taken."""
+        move: a non-finite one raises NonFiniteStep and the step is not taken. Running out of
+        memory raises OutOfMemoryStep with the weights, gradients and RNG as they were."""
         opt = self.optimizer
         if lr != self._lr:
             for group in opt.param_groups:
                 group["lr"] = lr
             self._lr = lr
         self.model.train()
-        faults = self.faults
-        if faults:
-            faults.check_batch(len(index))
-        idx = torch.from_numpy(index).to(self.torch_device, non_blocking=True)
-        x, y = self._batch("train", idx)
-        with self._autocast():
-            loss, parts = self._train_loss(self.forward_model, x, y, spec=self.spec)
-        if faults and faults.nan_loss(step):
-            loss = loss * float("nan")
+        rng = self._rng_snapshot() if self.config.train.auto_batch_size else None
+        try:
+            loss, parts = self._forward_backward(index, step)
+        except (torch.OutOfMemoryError, faults_module.FakeOutOfMemory) as e:
+            opt.zero_grad(set_to_none=True)
+            if rng is not None:
+                self._rng_restore(rng)
+            if self.torch_device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise OutOfMemoryStep(step, -(-len(index) // self.grad_accum), str(e).splitlines()[0]) from None
         clip = self.config.train.grad_clip
         params = self._params
         if self.scaler is not None:
             # fp16: overflowing gradients are the scaler's business (it skips the step and
             # lowers the scale); only a non-finite loss is a divergence
-            self.scaler.scale(loss).backward()
-            if not bool(torch.isfinite(loss.detach())):
+            if not bool(torch.isfinite(loss)):
                 opt.zero_grad(set_to_none=True)
-                raise NonFiniteStep(step, float(loss.detach()), None)
+                raise NonFiniteStep(step, float(loss), None)
             if clip:
                 self.scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, clip)
             self.scaler.step(opt)
             self.scaler.update()
         else:
-            loss.backward()
-            if faults and faults.inf_grad(step):
+            if self.faults and self.faults.inf_grad(step):
                 next(p for p in params if p.grad is not None).grad.view(-1)[0] = float("inf")
             if clip:
                 norm = torch.nn.utils.clip_grad_norm_(params, clip)  # the norm before clipping
             else:
                 norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-            ok = torch.isfinite(loss.detach()) & torch.isfinite(norm)
+            ok = torch.isfinite(loss) & torch.isfinite(norm)
             if not bool(ok):  # one device sync per step: the price of never stepping into NaN
                 opt.zero_grad(set_to_none=True)
-                raise NonFiniteStep(step, float(loss.detach()), float(norm))
+                raise NonFiniteStep(step, float(loss), float(norm))
             opt.step()
         opt.zero_grad(set_to_none=True)
         for k, v in parts.items():
-            v = v.detach()
             self._acc[k] = self._acc[k] + v if k in self._acc else v
         self._acc_n += 1
+
+    def _rng_snapshot(self):
+        cuda = torch.cuda.get_rng_state_all() if self.torch_device.type == "cuda" else None
+        return torch.get_rng_state(), cuda
+
+    @staticmethod
+    def _rng_restore(snapshot) -> None:
+        cpu, cuda = snapshot
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
     def synchronize(self) -> None:
         if self.torch_device.type == "cuda":
