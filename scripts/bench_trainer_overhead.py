@@ -34,7 +34,7 @@ from airlab.train.progress import Reporter
 
 SETTINGS = {  # model -> (steps per round, batch size)
     "mlp": (400, 128),
-    "cnn": (60, 128),
+    "cnn": (120, 128),
 }
 
 
