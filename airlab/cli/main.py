@@ -12,8 +12,10 @@ import sys
 import typer
 
 from airlab import __version__
+from airlab.cli import doctor as doctor_cmd
 from airlab.cli import models as models_cmd
 from airlab.cli import sample as sample_cmd
+from airlab.cli import setup as setup_cmd
 from airlab.cli import train as train_cmd
 from airlab.cli import validate as validate_cmd
 from airlab.errors import EXIT_SIGINT, EXIT_UNEXPECTED, EXIT_USAGE, AirlabError
@@ -44,6 +46,8 @@ app.command("train")(train_cmd.train)
 app.command("validate")(validate_cmd.validate)
 app.command("models")(models_cmd.models)
 app.command("sample")(sample_cmd.sample)
+app.command("doctor")(doctor_cmd.doctor)
+app.command("setup")(setup_cmd.setup)
 
 
 def _debug() -> bool:
