@@ -39,7 +39,8 @@ def _entry(name: str, task: str, spec: str, description: str) -> ModelEntry:
         name=name,
         task=task,
         spec=f"airlab.specs.{name}:{spec}",
-        builders={"torch": f"airlab.backends.torch.models.{name}:build"},
+        builders={"torch": f"airlab.backends.torch.models.{name}:build",
+                  "tensorflow": f"airlab.backends.tensorflow.models.{name}:build"},
         description=description,
     )
 
@@ -114,8 +115,9 @@ def require_framework(backend: str) -> None:
     module = {"torch": "torch", "tensorflow": "tensorflow"}[backend]
     if importlib.util.find_spec(module) is None:
         extra = {"torch": "torch", "tensorflow": "tf"}[backend]
+        more = {"torch": "CPU-only torch: pip install torch --index-url https://download.pytorch.org/whl/cpu",
+                "tensorflow": 'NVIDIA GPU: pip install "tensorflow[and-cuda]"'}[backend]
         raise BackendUnavailable(
             f"the {backend} backend needs the '{module}' package, which is not installed",
-            hint=f'install it with: pip install "airlab[{extra}]"  (CPU-only torch: pip install torch '
-            "--index-url https://download.pytorch.org/whl/cpu)",
+            hint=f'install it with: pip install "airlab[{extra}]"  ({more})',
         )

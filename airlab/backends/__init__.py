@@ -8,6 +8,7 @@ from airlab.registry import require_framework
 
 _IMPLEMENTATIONS = {
     "torch": "airlab.backends.torch.backend:TorchBackend",
+    "tensorflow": "airlab.backends.tensorflow.backend:TensorFlowBackend",
 }
 
 

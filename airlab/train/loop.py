@@ -118,7 +118,7 @@ class _Signals:
 
 
 RESUME_SKIP_ENV = "AIRLAB_RESUME_SKIP"
-_RESUME_PARTS = {"model", "optimizer", "torch_rng", "scaler", "python_rng", "numpy_rng", "counters"}
+_RESUME_PARTS = {"model", "optimizer", "torch_rng", "tf_rng", "scaler", "python_rng", "numpy_rng", "counters"}
 
 
 def _resume_skip() -> set[str]:
@@ -287,7 +287,7 @@ class Trainer:
         self._last_ckpt: Path | None = None
         if self.resume_from is not None:
             skip = _resume_skip()
-            backend_skip = skip & {"model", "optimizer", "torch_rng", "scaler"}
+            backend_skip = skip & {"model", "optimizer", "torch_rng", "tf_rng", "scaler"}
             if backend_skip:
                 self.backend.load_state(self.resume_from, skip=frozenset(backend_skip))
             else:
