@@ -540,7 +540,9 @@ def torch_checks(facts: dict, compat: Compat, explicit: bool = False) -> list[Ch
     elif not d.get("cuda_available"):
         reason = d.get("cuda_error") or "no reason given"
         cvd = facts.get("env", {}).get("CUDA_VISIBLE_DEVICES")
-        if cvd is not None and cvd.strip() in ("", "-1"):
+        if any((g.get("mig") or {}).get("enabled") for g in gs):
+            fix = "MIG is enabled: see gpu.mig"
+        elif cvd is not None and cvd.strip() in ("", "-1"):
             fix = f"CUDA_VISIBLE_DEVICES={cvd!r} hides every GPU: unset CUDA_VISIBLE_DEVICES"
         elif "driver" in reason.lower() and ("old" in reason.lower() or "insufficient" in reason.lower()):
             fix = "update the NVIDIA driver (see gpu.driver_too_old_for_torch)"
@@ -574,7 +576,8 @@ def torch_checks(facts: dict, compat: Compat, explicit: bool = False) -> list[Ch
         if errs:
             r = errs[0]
             out.append(fail(cid, f"{r['device']} {r['dtype']} raised {r['error']}",
-                            "no kernel image → " + plan_fix(facts, "torch") if "kernel image" in r["error"] else
+                            "install a build with code for this GPU: " + plan_fix(facts, "torch")
+                            if "kernel image" in r["error"] else
                             "run airlab doctor --deep; check nvidia-smi, the driver and gpu.health"))
         elif wrong:
             r = wrong[0]

@@ -176,9 +176,10 @@ class Compat:
     def loadability(self, toolkit: str, driver: str | None, column: str = "linux") -> tuple[str, str | None]:
         """Whether binaries built with `toolkit` load on `driver`.
 
-        Returns (rule, needed): 'full' (driver >= the toolkit's full-support minimum), 'minor'
-        (only by minor-version compatibility: loads, but no PTX JIT from this toolkit), 'no' (too
-        old; `needed` names the minor-compat minimum) or 'unknown' (no driver known).
+        Returns (rule, full): rule is 'full' (driver >= the toolkit's full-support minimum),
+        'minor' (only by minor-version compatibility: loads, but no PTX JIT from this toolkit),
+        'no' (too old even for that; see minor_compat_min) or 'unknown' (no driver known); full is
+        the toolkit's full-support minimum.
         """
         full = self.driver_min(toolkit, column)
         major = toolkit.split(".")[0]
@@ -189,7 +190,7 @@ class Compat:
             return "full", full
         if minor is not None and version_at_least(driver, minor):
             return "minor", full
-        return "no", minor or full
+        return "no", full
 
     # --- PyTorch -----------------------------------------------------------------------------
 
