@@ -12,6 +12,7 @@ import sys
 import typer
 
 from airlab import __version__
+from airlab.cli import convert as convert_cmd
 from airlab.cli import doctor as doctor_cmd
 from airlab.cli import models as models_cmd
 from airlab.cli import sample as sample_cmd
@@ -46,6 +47,7 @@ app.command("train")(train_cmd.train)
 app.command("validate")(validate_cmd.validate)
 app.command("models")(models_cmd.models)
 app.command("sample")(sample_cmd.sample)
+app.command("convert")(convert_cmd.convert)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("setup")(setup_cmd.setup)
 
