@@ -293,7 +293,7 @@ SITUATIONS = [
      "needs driver >= 528.33", "airlab setup --backend torch"),
     (wsl1, ("torch",), False, "system.wsl", "fail", "WSL 1", "wsl --set-version"),
     (mig_without_instances, ("torch",), False, "gpu.mig", "fail", "no GPU instances", "nvidia-smi mig -i 0 -cgi"),
-    (mig_without_instances, ("torch",), False, "torch.cuda_available", "fail", "No CUDA GPUs", "nvidia-smi"),
+    (mig_without_instances, ("torch",), False, "torch.cuda_available", "fail", "No CUDA GPUs", "see gpu.mig"),
     (mig_with_instances, ("torch",), False, "gpu.mig", "warn", "3 instances", "CUDA_VISIBLE_DEVICES=MIG-"),
     (no_nvml_smi_works, ("torch",), False, "gpu.nvml", "warn", "facts from nvidia-smi", "nvidia-ml-py"),
     (no_nvml_no_smi, ("torch",), False, "gpu.nvml", "warn", "/proc/driver/nvidia", "libnvidia-ml.so.1"),
