@@ -220,6 +220,30 @@ class Compat:
         row["rocm"] = list(self.data.get("torch_release_rocm_variants", {}).get(release, []))
         return row
 
+    def torch_python_range(self, release: str) -> tuple[tuple[int, ...] | None, str | None]:
+        """(lowest Python, the range as listed or None). Where a release lists no range, its lowest
+        Python is the newest lower bound listed by an older release (support is only ever dropped
+        at the bottom); the top is unknown and not enforced."""
+        rows = self.data["torch_release_cuda_variants"]
+        spec = rows[release].get("py")
+        low = None
+        for r in sorted(rows, key=parse_version):
+            if parse_version(r) > parse_version(release):
+                break
+            py = rows[r].get("py")
+            if py:
+                lows = [parse_version(part.split("-")[0].strip()) for part in str(py).split(",")]
+                low = max(low or (0,), min(lows))
+        return low, spec
+
+    def toolkit_max_cc(self, toolkit: str) -> tuple[int, int] | None:
+        """The newest CC a CUDA release compiles native code for ('12.5' -> (9, 0))."""
+        best = None
+        for key, cc in self.data.get("cuda_toolkit_max_cc", {}).items():
+            if parse_version(key) <= parse_version(toolkit) and (best is None or parse_version(key) > best[0]):
+                best = (parse_version(key), parse_cc(cc))
+        return None if best is None else best[1]
+
     def torch_index_url(self, variant: str) -> str:
         return f"{self.data['torch_index_url']}/{variant}"
 

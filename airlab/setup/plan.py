@@ -144,8 +144,11 @@ def plan_torch(machine: Machine, compat: Compat | None = None) -> Choice:
     needs: list[tuple[str, str, str]] = []  # (variant, release, driver that would load it with coverage)
     for release in compat.torch_releases():
         row = compat.torch_release(release)
-        if python_in_range(machine.python, row.get("py")) is False:
-            rejected.append(f"torch {release}: not built for Python {machine.python} ({row['py']})")
+        low, spec = compat.torch_python_range(release)
+        py = parse_version(machine.python)[:2]
+        if python_in_range(machine.python, spec) is False or (spec is None and low and py < low[:2]):
+            listed = spec or f">= {'.'.join(map(str, low))}, inferred"
+            rejected.append(f"torch {release}: not built for Python {machine.python} ({listed})")
             continue
         for toolkit in sorted(row["cuda"], key=parse_version, reverse=True):
             variant = toolkit_variant(toolkit)
@@ -198,11 +201,14 @@ def plan_torch(machine: Machine, compat: Compat | None = None) -> Choice:
             reason = f"{variant}: {which}; {load_text}; {coverage_text or 'compute capability unknown'}"
             return _torch_choice(variant, release, compat, machine, rule, reason, warnings, rejected)
     # nothing loads and covers: CPU, naming the driver that would allow a CUDA build
-    best = needs[0] if needs else None
-    if best is not None:
-        variant, release, lifts = best
+    if needs:
+        newest = needs[0]
+        cheapest = min(needs, key=lambda n: parse_version(n[2]) or (0,))
+        allow = f"driver >= {cheapest[2]} would allow {cheapest[0]} (torch {cheapest[1]})"
+        if newest[2] != cheapest[2]:
+            allow += f"; >= {newest[2]} the newest, {newest[0]} (torch {newest[1]})"
         warning = (f"no CUDA build in airlab's table both loads on driver {driver} and covers "
-                   f"CC {', '.join(machine.gpus)}; driver >= {lifts} would allow {variant} (torch {release})")
+                   f"CC {', '.join(machine.gpus)}; {allow}")
         reason = f"CPU wheel: driver {driver} is too old for every CUDA build that covers CC {', '.join(machine.gpus)}"
     else:
         warning = (f"no PyTorch CUDA build in airlab's table has code for CC {', '.join(machine.gpus)}"
@@ -252,10 +258,11 @@ def plan_tensorflow(machine: Machine, compat: Compat | None = None) -> Choice:
     else:
         need = rules["driver_min"]["wsl" if machine.os == "wsl" else "linux"]
         oldest = min(parse_cc(a.rstrip("+")) for a in rules["documented_archs"])
-        newest_native = max(parse_cc(a.rstrip("+")) for a in rules["documented_archs"])
         full = compat.driver_min(cuda, machine.column)
         too_old = [cc_str(c) for c in gpus if c < oldest]
-        ptx = [c for c in gpus if c[0] > newest_native[0]]
+        # TensorFlow's CUDA cannot compile native code for GPUs newer than it knows: PTX JIT there
+        max_cc = compat.toolkit_max_cc(cuda)
+        ptx = [c for c in gpus if max_cc is not None and c > max_cc]
         if machine.driver is None:
             why = "no NVIDIA driver known"
         elif not version_at_least(machine.driver, need):
@@ -269,8 +276,8 @@ def plan_tensorflow(machine: Machine, compat: Compat | None = None) -> Choice:
             warnings.append(f"driver >= {full} would allow tensorflow[and-cuda]")
         else:
             gpu_ok = True
-            how = (f"; CC {', '.join(cc_str(c) for c in ptx)} by PTX JIT (documented archs end at "
-                   f"{rules['documented_archs'][-1]})" if ptx else "")
+            how = (f"; CC {', '.join(cc_str(c) for c in ptx)} by PTX JIT (CUDA {cuda} compiles "
+                   f"native code up to CC {cc_str(max_cc)})" if ptx else "")
             why = (f"GPU CC {', '.join(machine.gpus) or 'unknown'} and driver {machine.driver} >= {need} qualify: TensorFlow "
                    f"{line} (tested with CUDA {cuda}, cuDNN {cudnn}) with pip's CUDA libraries{how}")
     installed_tf = machine.installed.get("tensorflow")
