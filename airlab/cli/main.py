@@ -12,6 +12,7 @@ import sys
 import typer
 
 from airlab import __version__
+from airlab.cli import bench as bench_cmd
 from airlab.cli import convert as convert_cmd
 from airlab.cli import doctor as doctor_cmd
 from airlab.cli import models as models_cmd
@@ -50,6 +51,7 @@ app.command("sample")(sample_cmd.sample)
 app.command("convert")(convert_cmd.convert)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("setup")(setup_cmd.setup)
+app.command("bench")(bench_cmd.bench)
 
 
 def _debug() -> bool:

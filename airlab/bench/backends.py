@@ -1,0 +1,93 @@
+"""The seam between the framework-free bench and each framework's timing code.
+
+A backend's bench module (`airlab/backends/<name>/bench.py`) provides `make() -> BenchBackend`.
+Everything it returns is plain Python; workloads carry their own clock (CUDA events on a GPU,
+the synchronized host clock on a CPU). Adding a framework is one module with these methods and
+one line in BENCH_MODULES; the training suite needs nothing more than the training backend
+itself (airlab.backends.backend_class), so it covers a framework as soon as that lands.
+
+Device ids are framework-neutral: "cpu", "cuda:0", "cuda:1", ...
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Callable, Protocol
+
+from airlab.bench.harness import Clock
+from airlab.errors import BackendUnavailable
+from airlab.registry import BACKENDS
+
+BENCH_MODULES = {
+    "torch": "airlab.backends.torch.bench",
+    "tensorflow": "airlab.backends.tensorflow.bench",
+}
+FRAMEWORK_MODULE = {"torch": "torch", "tensorflow": "tensorflow"}
+
+
+class BenchWorkload(Protocol):
+    clock: Clock
+    flush: Callable[[], None] | None  # evicts the device cache between timed iterations, or None
+
+    def run(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class BenchBackend(Protocol):
+    name: str
+
+    def environment(self) -> dict:
+        """Framework and runtime versions (framework, CUDA, cuDNN, threads)."""
+
+    def devices(self) -> list[dict]:
+        """Every device it can bench: {'id', 'kind': 'cpu'|'gpu', 'index', 'name', 'uuid', 'pci',
+        'capability', 'memory_bytes', 'l2_bytes', 'threads'} (unknown facts may be missing)."""
+
+    def matmul_dtypes(self, device: str) -> list[str]:
+        """Of fp32, tf32, bf16, fp16, fp8: those this device multiplies natively."""
+
+    def matmul(self, device: str, dtype: str, m: int, n: int, k: int, seed: int) -> BenchWorkload: ...
+
+    def copy_kinds(self, device: str) -> list[str]:
+        """'cpu' on the CPU; 'd2d', 'h2d-pinned', 'h2d-pageable', 'd2h-pinned', 'd2h-pageable' on a GPU."""
+
+    def copy(self, device: str, kind: str, nbytes: int, seed: int) -> BenchWorkload: ...
+
+    def plain_matmul_seconds(self, device: str, dtype: str, m: int, n: int, k: int, *, iters: int,
+                             rounds: int) -> list[float]:
+        """Seconds per product of a plain framework loop (for --verify), one value per round."""
+
+    def allreduce(self, devices: list[str], nbytes: int, *, warmup: int, repeats: int) -> dict:
+        """{'seconds': [per repeat], 'per_rank_seconds': {device: median}} for a sum all-reduce."""
+
+
+def framework_installed(name: str) -> bool:
+    return importlib.util.find_spec(FRAMEWORK_MODULE[name]) is not None
+
+
+def installed_backends() -> list[str]:
+    """Backends whose framework is importable, in registry order."""
+    return [b for b in BACKENDS if framework_installed(b)]
+
+
+def has_bench_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(BENCH_MODULES[name]) is not None
+    except ModuleNotFoundError:  # the backend's package itself is missing
+        return False
+
+
+def load(name: str) -> BenchBackend:
+    """The bench backend for `name` (imports its framework); exit 4 when it cannot be had."""
+    if name not in BENCH_MODULES:
+        raise BackendUnavailable(f"unknown backend {name!r}", hint=f"choose one of {', '.join(BENCH_MODULES)}")
+    if not framework_installed(name):
+        from airlab.registry import require_framework
+
+        require_framework(name)
+    if not has_bench_module(name):
+        raise BackendUnavailable(f"the {name} backend has no bench module in this airlab version",
+                                 hint="use --backend torch")
+    return importlib.import_module(BENCH_MODULES[name]).make()
