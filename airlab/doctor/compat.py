@@ -196,6 +196,8 @@ class Compat:
 
     def torch_arch_list(self, variant: str, machine: str = "x86_64") -> tuple[list[ArchEntry], bool] | None:
         """A variant's compiled arch list, and whether it is UNVERIFIED. aarch64 drops some archs."""
+        if not re.fullmatch(r"cu\d+", variant):
+            return None
         verified = True
         items = self.data["torch_cuda_arch_list"].get(variant)
         if items is None:
