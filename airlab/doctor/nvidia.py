@@ -54,6 +54,12 @@ def _try(fn, *args):
         return None
 
 
+def _call(nvml, name: str, *args):
+    """nvml.name(*args), or None where the binding lacks it or the GPU does not support it."""
+    fn = getattr(nvml, name, None)
+    return None if fn is None else _try(fn, *args)
+
+
 def cuda_int_to_str(v: int | None) -> str | None:
     """NVML / cudaDriverGetVersion encode 1000*major + 10*minor: 12080 -> '12.8'."""
     if not v:
@@ -76,54 +82,56 @@ def _import_nvml():
 def _nvml_gpu(nvml, i: int) -> dict:
     h = nvml.nvmlDeviceGetHandleByIndex(i)
     g: dict = {"index": i, "name": None, "uuid": None, "cc": None}
-    name = _try(nvml.nvmlDeviceGetName, h)
+    name = _call(nvml, "nvmlDeviceGetName", h)
     g["name"] = _s(name) if name is not None else None
-    uuid = _try(nvml.nvmlDeviceGetUUID, h)
+    uuid = _call(nvml, "nvmlDeviceGetUUID", h)
     g["uuid"] = _s(uuid) if uuid is not None else None
-    mem = _try(nvml.nvmlDeviceGetMemoryInfo, h)
+    mem = _call(nvml, "nvmlDeviceGetMemoryInfo", h)
     if mem is not None:
         g["memory_total_bytes"], g["memory_used_bytes"] = int(mem.total), int(mem.used)
-    cc = _try(nvml.nvmlDeviceGetCudaComputeCapability, h)
+    cc = _call(nvml, "nvmlDeviceGetCudaComputeCapability", h)
     if cc:
         g["cc"] = f"{cc[0]}.{cc[1]}"
     g["pcie"] = {
-        "gen": _try(nvml.nvmlDeviceGetCurrPcieLinkGeneration, h),
-        "gen_max": _try(nvml.nvmlDeviceGetMaxPcieLinkGeneration, h),
-        "width": _try(nvml.nvmlDeviceGetCurrPcieLinkWidth, h),
-        "width_max": _try(nvml.nvmlDeviceGetMaxPcieLinkWidth, h),
+        "gen": _call(nvml, "nvmlDeviceGetCurrPcieLinkGeneration", h),
+        "gen_max": _call(nvml, "nvmlDeviceGetMaxPcieLinkGeneration", h),
+        "width": _call(nvml, "nvmlDeviceGetCurrPcieLinkWidth", h),
+        "width_max": _call(nvml, "nvmlDeviceGetMaxPcieLinkWidth", h),
     }
-    g["temperature_c"] = _try(nvml.nvmlDeviceGetTemperature, h, getattr(nvml, "NVML_TEMPERATURE_GPU", 0))
-    power = _try(nvml.nvmlDeviceGetPowerUsage, h)
-    limit = _try(nvml.nvmlDeviceGetEnforcedPowerLimit, h)
+    g["temperature_c"] = _call(nvml, "nvmlDeviceGetTemperature", h, getattr(nvml, "NVML_TEMPERATURE_GPU", 0))
+    power = _call(nvml, "nvmlDeviceGetPowerUsage", h)
+    limit = _call(nvml, "nvmlDeviceGetEnforcedPowerLimit", h)
     g["power_w"] = None if power is None else power / 1000
     g["power_limit_w"] = None if limit is None else limit / 1000
     sm, memclk = getattr(nvml, "NVML_CLOCK_SM", 1), getattr(nvml, "NVML_CLOCK_MEM", 2)
     g["clocks_mhz"] = {
-        "sm": _try(nvml.nvmlDeviceGetClockInfo, h, sm), "mem": _try(nvml.nvmlDeviceGetClockInfo, h, memclk),
-        "sm_max": _try(nvml.nvmlDeviceGetMaxClockInfo, h, sm), "mem_max": _try(nvml.nvmlDeviceGetMaxClockInfo, h, memclk),
+        "sm": _call(nvml, "nvmlDeviceGetClockInfo", h, sm),
+        "mem": _call(nvml, "nvmlDeviceGetClockInfo", h, memclk),
+        "sm_max": _call(nvml, "nvmlDeviceGetMaxClockInfo", h, sm),
+        "mem_max": _call(nvml, "nvmlDeviceGetMaxClockInfo", h, memclk),
     }
     reasons_fn = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
         getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
     bits = _try(reasons_fn, h) if reasons_fn else None
     g["throttle_reasons"] = None if bits is None else [n for b, n in THROTTLE_BITS.items() if bits & b]
-    ecc_mode = _try(nvml.nvmlDeviceGetEccMode, h)
+    ecc_mode = _call(nvml, "nvmlDeviceGetEccMode", h)
     ecc: dict = {"enabled": None if ecc_mode is None else bool(ecc_mode[0])}
     if ecc["enabled"]:
-        ecc["uncorrected_volatile"] = _try(nvml.nvmlDeviceGetTotalEccErrors, h,
+        ecc["uncorrected_volatile"] = _call(nvml, "nvmlDeviceGetTotalEccErrors", h,
                                            getattr(nvml, "NVML_MEMORY_ERROR_TYPE_UNCORRECTED", 1),
                                            getattr(nvml, "NVML_VOLATILE_ECC", 0))
-        pending = _try(nvml.nvmlDeviceGetRetiredPagesPendingStatus, h)
+        pending = _call(nvml, "nvmlDeviceGetRetiredPagesPendingStatus", h)
         ecc["retired_pages_pending"] = None if pending is None else bool(pending)
-        rows = _try(nvml.nvmlDeviceGetRemappedRows, h)
+        rows = _call(nvml, "nvmlDeviceGetRemappedRows", h)
         if rows is not None:
             ecc["remap_pending"], ecc["remap_failure"] = bool(rows[2]), bool(rows[3])
     g["ecc"] = ecc
-    mig = _try(nvml.nvmlDeviceGetMigMode, h)
+    mig = _call(nvml, "nvmlDeviceGetMigMode", h)
     g["mig"] = {"enabled": None if mig is None else bool(mig[0]), "instances": None}
     if g["mig"]["enabled"]:
         count = 0
-        for j in range(_try(nvml.nvmlDeviceGetMaxMigDeviceCount, h) or 0):
-            if _try(nvml.nvmlDeviceGetMigDeviceHandleByIndex, h, j) is not None:
+        for j in range(_call(nvml, "nvmlDeviceGetMaxMigDeviceCount", h) or 0):
+            if _call(nvml, "nvmlDeviceGetMigDeviceHandleByIndex", h, j) is not None:
                 count += 1
         g["mig"]["instances"] = count
     return g
@@ -138,14 +146,14 @@ def probe_nvml(nvml) -> dict:
     try:
         out = {"ok": True, "error": None}
         out["driver_version"] = _s(nvml.nvmlSystemGetDriverVersion())
-        cuda = _try(nvml.nvmlSystemGetCudaDriverVersion)
+        cuda = _call(nvml, "nvmlSystemGetCudaDriverVersion")
         out["cuda_driver_version"] = cuda_int_to_str(cuda)
         out["gpus"] = [_nvml_gpu(nvml, i) for i in range(nvml.nvmlDeviceGetCount())]
         return out
     except Exception as e:
         return {"ok": False, "error": f"{type(e).__name__}: {e}"}
     finally:
-        _try(nvml.nvmlShutdown)
+        _call(nvml, "nvmlShutdown")
 
 
 # --- nvidia-smi ---------------------------------------------------------------------------------
