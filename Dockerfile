@@ -4,7 +4,7 @@
 #                                                           #   tensorflow[and-cuda]
 #   docker build -t airlab:cpu --build-arg FLAVOR=cpu .     # CPU-only image: Ubuntu base, CPU wheels
 #   docker run --rm --gpus all --shm-size=8g airlab         # judge the GPU stack inside the container
-#   docker run --rm --gpus all --shm-size=8g airlab airlab train configs/quickstart.yaml
+#   docker run --rm --gpus all --shm-size=8g airlab airlab train /opt/airlab/configs/quickstart.yaml
 #
 # Drivers: the cu128 wheels load on any driver >= 525.60.13 (CUDA 12 minor-version compatibility);
 # `airlab doctor` in the container says whether the host's driver and GPUs fit.
