@@ -105,7 +105,7 @@ def calibrate_inner(seconds_per_iteration: float, min_window_s: float, max_inner
     """Iterations per timed window so that a window lasts at least `min_window_s`."""
     if seconds_per_iteration <= 0 or not math.isfinite(seconds_per_iteration):
         return max_inner
-    return max(1, min(max_inner, math.ceil(min_window_s / seconds_per_iteration)))
+    return max(1, min(max_inner, math.ceil(min_window_s / seconds_per_iteration - 1e-9)))
 
 
 def measure(run: Callable[[], None], clock: Clock, *, warmup: int = 2, repeats: int = 5,

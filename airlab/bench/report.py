@@ -48,7 +48,7 @@ class Figure(BaseModel):
 class Report(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    schema_: Literal["airlab.bench/1"] = Field(SCHEMA, alias="schema")
+    schema_: Literal["airlab.bench/1"] = Field(alias="schema")
     airlab_version: str
     created: str
     argv: list[str] = Field(default_factory=list)

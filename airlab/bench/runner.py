@@ -27,7 +27,7 @@ from airlab.bench import backends as bench_backends
 from airlab.bench.clock import measure_clock
 from airlab.bench.harness import STATISTIC, Stats, measure
 from airlab.bench.plans import PLANS, Plan
-from airlab.bench.report import Figure, Report
+from airlab.bench.report import SCHEMA, Figure, Report
 from airlab.bench.telemetry import Telemetry
 from airlab.bench.verdict import judge, stragglers
 from airlab.errors import AirlabError, BackendUnavailable, EnvironmentProblem, UsageError
@@ -495,7 +495,7 @@ class _Run:
         counts: dict[str, int] = {}
         for f in self.figures:
             counts[f.verdict] = counts.get(f.verdict, 0) + 1
-        return Report(airlab_version=__version__, created=created, argv=list(self.o.argv), suite=self.plan.name,
+        return Report(schema=SCHEMA, airlab_version=__version__, created=created, argv=list(self.o.argv), suite=self.plan.name,
                       wall_seconds=wall, host=host, backends=self.backend_env, devices=devices, method=method,
                       figures=self.figures, findings=findings, skipped=self.skipped,
                       stragglers=slow, verdict_counts=counts,

@@ -38,7 +38,7 @@ def judge(value: float, peak: float | None, expected_fraction: float | None,
     if fraction > 1.0:
         return Verdict(SUSPICIOUS, fraction, f"{fraction:.0%} of the theoretical peak is impossible: the timing, "
                                              "the peak table entry or the clock estimate is wrong")
-    if expected_fraction is not None and fraction < low_margin * expected_fraction:
+    if expected_fraction is not None and fraction < low_margin * expected_fraction * (1 - 1e-9):
         return Verdict(LOW, fraction, f"{fraction:.0%} of peak; about {expected_fraction:.0%} is typical "
                                       f"(low below {low_margin * expected_fraction:.0%})")
     typical = f"; about {expected_fraction:.0%} is typical" if expected_fraction is not None else ""
