@@ -129,8 +129,12 @@ def test_real_doctor_on_this_machine(airlab_proc):
     if not nv["gpus"]:
         assert checks["gpu.present"]["status"] == "skip" and "no NVIDIA GPU" in checks["gpu.present"]["summary"]
     torch = got["report"]["facts"]["frameworks"]["torch"]
-    if torch["status"] == "ok" and not torch["data"]["cuda"]:
-        assert "CPU build" in checks["torch.build"]["summary"]
+    assert torch["status"] in ("ok", "absent")
+    if torch["status"] == "ok":  # the real torch probe ran: a CPU matmul at least
+        cpu = next(r for r in torch["data"]["compute"] if r["device"] == "cpu")
+        assert cpu["rel_err"] < 1e-4
+        if not torch["data"]["cuda"]:
+            assert "CPU build" in checks["torch.build"]["summary"]
     tf = got["report"]["facts"]["frameworks"]["tensorflow"]
     assert tf["status"] in ("ok", "absent")
     if tf["status"] == "absent":
