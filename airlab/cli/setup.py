@@ -91,7 +91,9 @@ def setup(
             out.print("cancelled: nothing installed", highlight=False, markup=False)
             return
     echo = None if json_out else (lambda argv: out.print(f"$ {_quote(argv)}", highlight=False, markup=False))
-    s.run_plan(plan, installer, echo=echo)
+    from airlab.setup.execute import default_runner, stderr_runner
+
+    s.run_plan(plan, installer, runner=stderr_runner if json_out else default_runner, echo=echo)
     from airlab.doctor import core
 
     report = core.run_doctor(backends=backends, explicit=True)

@@ -149,8 +149,10 @@ def interpret(r: Running, timeout: float) -> dict:
     elif status in ("absent", "import_error"):
         res["status"] = status
         res["error"] = data.get("error")
-    elif status == "ok" and rc == 0:
+    elif status == "ok":
         res["status"] = "ok"
+        if rc != 0:  # finished every stage, then died on the way out (e.g. in CUDA teardown)
+            res["exit_error"] = f"exited with status {rc} after finishing"
     elif rc is not None and rc < 0:
         try:
             sig = signal.Signals(-rc).name

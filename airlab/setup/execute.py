@@ -58,6 +58,13 @@ def default_runner(argv: list[str]) -> int:
     return subprocess.run(argv, check=False).returncode
 
 
+def stderr_runner(argv: list[str]) -> int:
+    """Run one command with everything it prints sent to stderr (keeps stdout clean for --json)."""
+    p = subprocess.run(argv, check=False, capture_output=True, text=True, errors="replace")
+    sys.stderr.write(p.stdout + p.stderr)
+    return p.returncode
+
+
 def run_plan(plan: Plan, installer: Installer, runner: Callable[[list[str]], int] = default_runner,
              echo: Callable[[list[str]], None] | None = None) -> list[list[str]]:
     """Run every command of the plan in order; stop at the first failure (EnvironmentProblem, exit 4)."""

@@ -199,3 +199,22 @@ def test_cli_usage_errors(airlab_cli, cli_fakes, argv, message):
 def test_assume_none_plans_cpu(airlab_cli, cli_fakes):
     r = airlab_cli("setup", "--dry-run", "--assume-gpu", "none", "--assume-driver", "570.124.06")
     assert r.code == 0 and "no NVIDIA GPU assumed" in r.out and "whl/cpu" in r.out
+
+
+def test_cli_yes_json_keeps_stdout_pure_json(airlab_cli, cli_fakes, monkeypatch):
+    import subprocess as sp
+
+    real_run = sp.run
+
+    def run(argv, **kwargs):  # the real fake pip, but its output must not reach stdout
+        assert kwargs.get("capture_output")
+        p = real_run(argv, capture_output=True, text=True)
+        return sp.CompletedProcess(argv, p.returncode, "pip says hello\n", "")
+
+    monkeypatch.setattr("airlab.setup.execute.subprocess.run", run)
+    r = airlab_cli("setup", "--yes", "--json", "--assume-driver", "570.124.06", "--assume-gpu", "8.0")
+    assert r.code == 0, r.err
+    data = json.loads(r.out)
+    assert data["doctor"]["verdict"]["status"] == "ok"
+    assert "pip says hello" in r.err
+    assert len(cli_fakes["pip"].calls()) == 1
