@@ -533,7 +533,9 @@ def torch_checks(facts: dict, compat: Compat, explicit: bool = False) -> list[Ch
     # is_available
     cid = "torch.cuda_available"
     n_seen = d.get("device_count") or 0
-    if not gs:
+    if hip and n_seen:  # AMD GPUs: NVML does not see them, torch does
+        out.append(ok(cid, f"torch sees {n_seen} ROCm device{'s' if n_seen != 1 else ''}"))
+    elif not gs:
         out.append(skip(cid, "no GPU"))
     elif not (tcuda or hip):
         out.append(skip(cid, "CPU build of torch (see torch.build)"))

@@ -276,6 +276,21 @@ def tf_crash_sigill():
     return f
 
 
+def rocm_build_with_amd_gpu():
+    f = cpu_machine()
+    f["frameworks"]["torch"] = torch_probe("2.7.1+rocm6.3", cuda=None, hip="6.3.42131", cuda_available=True,
+                                           device_count=1, devices=[{"index": 0, "name": "AMD Instinct MI300X",
+                                                                     "cc": "9.4"}])
+    return f
+
+
+def apple_mps():
+    f = cpu_machine()
+    f["system"].update(os="Darwin", machine="arm64", distro=None, shm_bytes=None)
+    f["frameworks"]["torch"] = torch_probe("2.10.0", cuda=None, mps_built=True, mps_available=True)
+    return f
+
+
 # (situation, backends, explicit, check id, status, a piece of the summary, a piece of the fix)
 SITUATIONS = [
     (old_driver, ("torch",), False, "gpu.driver_too_old_for_torch", "fail", "needs driver >= 525.60.13",
@@ -336,6 +351,10 @@ SITUATIONS = [
     (wrong_matmul, ("torch",), False, "torch.compute", "fail", "differs from the CPU", "gpu.health"),
     (driver_loaded_no_gpu_visible, ("torch",), False, "gpu.present", "warn", "no GPU is visible", "--gpus all"),
     (no_avx, ("tensorflow",), False, "system.cpu", "warn", "no AVX", "AVX"),
+    (rocm_build_with_amd_gpu, ("torch",), False, "torch.build", "ok", "ROCm 6.3.42131 build", None),
+    (rocm_build_with_amd_gpu, ("torch",), False, "torch.cuda_available", "ok", "1 ROCm device", None),
+    (apple_mps, ("torch",), False, "torch.build", "ok", "MPS available", None),
+    (apple_mps, ("torch",), False, "system.shm", "skip", "no /dev/shm", None),
     (gpu_machine, ("torch",), False, "torch.arch_coverage", "ok", "sm_80", None),
     (gpu_machine, ("torch",), False, "torch.compute", "ok", "cuda:0", None),
 ]
