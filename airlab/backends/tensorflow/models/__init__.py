@@ -111,6 +111,9 @@ class Dropout(keras.layers.Layer):
         self.salt = next_seed()
         self.seed_generator = keras.random.SeedGenerator(self.salt) if self.rate > 0 else None
 
+    def build(self, input_shape=None):
+        self.built = True
+
     def call(self, x, training=False, seed=None):
         if not training or self.rate <= 0:
             return x
@@ -218,6 +221,11 @@ class AirlabModel(keras.Model):
             raise ValueError(f"duplicate layer name {name!r}")
         self.named_layers[name] = layer
         return layer
+
+    def build(self, input_shape=None):
+        """Nothing to build up front: the layers create their variables in the first forward pass
+        (`build_for`). Without this, Keras would first trace the whole model symbolically."""
+        self.built = True
 
     def named_variables(self) -> list[tuple[str, "keras.Variable"]]:
         out, seen = [], set()

@@ -29,7 +29,8 @@ _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 class Recurrent(keras.layers.Layer):
     """Stacked, optionally bidirectional RNN/LSTM/GRU over (B, T, F) with PyTorch's equations.
     Returns the last layer's final state (B, dirs*hidden): forward at t = T-1, backward at t = 0.
-    The time loop is unrolled (T is fixed by the data), so it compiles to one graph."""
+    The input projection of every step is one matmul; the recurrence is a tf.scan over time
+    (measured faster than an unrolled loop on CPU, and much quicker to trace)."""
 
     def __init__(self, cell: str, hidden: int, num_layers: int, bidirectional: bool, dropout: float, **kwargs):
         super().__init__(**kwargs)
@@ -79,23 +80,29 @@ class Recurrent(keras.layers.Layer):
         h = tf.tanh(xw_t + tf.matmul(state, w_hh) + b_hh)
         return h, h
 
+    def _direction(self, xw, w_hh, b_hh, reverse: bool):
+        """Run one direction over xw (B, T, gates*hidden); returns outputs (B, T, hidden), final h."""
+        xs = tf.transpose(xw, [1, 0, 2])  # (T, B, gates*hidden)
+        if reverse:
+            xs = tf.reverse(xs, [0])
+        zeros = tf.zeros([tf.shape(xw)[0], self.hidden], xw.dtype)
+        init = (zeros, zeros) if self.cell == "lstm" else zeros
+        states = tf.scan(lambda state, x_t: self._step(x_t, state, w_hh, b_hh)[1], xs, initializer=init)
+        hs = states[0] if self.cell == "lstm" else states  # (T, B, hidden)
+        final = hs[-1]
+        if reverse:
+            hs = tf.reverse(hs, [0])
+        return tf.transpose(hs, [1, 0, 2]), final
+
     def call(self, x, training=False, seed=None):
-        steps = x.shape[1]
-        batch = tf.shape(x)[0]
         finals = None
         for layer, per_dir in enumerate(self.params):
             outputs, finals = [], []
             for d, (w_ih, w_hh, b_ih, b_hh) in enumerate(per_dir):
                 xw = tf.einsum("btf,fg->btg", x, w_ih) + b_ih  # (B, T, gates*hidden): all steps at once
-                zeros = tf.zeros([batch, self.hidden], x.dtype)
-                state = (zeros, zeros) if self.cell == "lstm" else zeros
-                order = range(steps - 1, -1, -1) if d else range(steps)
-                outs = [None] * steps
-                for t in order:
-                    h, state = self._step(xw[:, t], state, w_hh, b_hh)
-                    outs[t] = h
-                outputs.append(tf.stack(outs, axis=1))  # (B, T, hidden)
-                finals.append(h)  # forward: t = T-1; backward: t = 0
+                out, final = self._direction(xw, w_hh, b_hh, reverse=bool(d))
+                outputs.append(out)  # (B, T, hidden)
+                finals.append(final)  # forward: t = T-1; backward: t = 0
             x = tf.concat(outputs, axis=-1) if self.dirs == 2 else outputs[0]  # (B, T, dirs*hidden)
             if layer < self.num_layers - 1:
                 x = self.between[layer](x, training=training, seed=seed)
