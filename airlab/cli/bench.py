@@ -171,7 +171,12 @@ def _print_comparison(comparison: dict) -> None:
 
 def _wide(renderable) -> None:
     """Tables at least 120 columns wide when stdout is not a terminal (rich assumes 80)."""
-    out.print(renderable, width=None if out.is_terminal else max(out.width, 120))
+    if out.is_terminal:
+        out.print(renderable)
+        return
+    from rich.console import Console
+
+    Console(width=max(out.width, 132)).print(renderable)
 
 
 def _print_report(report, verify: bool) -> None:

@@ -1,4 +1,8 @@
-"""Fakes for the bench: a virtual-time backend with GPUs, a fake NVML, a fake CPU and tiny plans.
+"""Fakes and fixtures for the bench tests, imported by them as `bench_fakes`.
+
+A virtual-time backend with GPUs, a fake NVML, a fake CPU and tiny plans. (Not a conftest.py:
+other test folders import the root conftest as `conftest`, and a second one here would take its
+place in sys.modules.)
 
 The fake backend's workloads advance a virtual clock by work / rate, so every figure it yields is
 known exactly and the GPU paths of the framework-free bench (peaks by name, verdicts, stragglers,

@@ -6,7 +6,7 @@ import json
 import textwrap
 
 import pytest
-from conftest import FakeBench
+from bench_fakes import FakeBench, tiny_plan  # noqa: F401 (fixtures)
 
 from airlab.bench import report as report_mod
 from airlab.bench.report import Report
@@ -18,7 +18,7 @@ CPU_ARGS = ("bench", "--backend", "torch", "--device", "cpu")
 @pytest.fixture(scope="module")
 def saved_pair(tmp_path_factory):
     """Two saved results of the fake two-GPU machine; in the second, cuda:1 is 30 % slower."""
-    from conftest import FAKE_CLOCK, FAKE_CPU, TINY, FakeNvml, fake_trainer
+    from bench_fakes import FAKE_CLOCK, FAKE_CPU, TINY, FakeNvml, fake_trainer
 
     from airlab.bench.runner import Options, run_bench
     from airlab.bench.telemetry import Telemetry

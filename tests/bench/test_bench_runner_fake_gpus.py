@@ -8,7 +8,7 @@ telemetry marks from NVML, device selection.
 from __future__ import annotations
 
 import pytest
-from conftest import FAKE_CLOCK, TINY, FakeBench, FakeNvml
+from bench_fakes import FAKE_CLOCK, FakeBench, FakeNvml, TINY, fake_run  # noqa: F401 (fixtures)
 
 from airlab.bench.arithmetic import allreduce_bus_bandwidth
 from airlab.errors import EnvironmentProblem, UsageError

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from conftest import FakeNvml
+from bench_fakes import FakeNvml
 
 from airlab.bench.telemetry import GPU_THROTTLING, Telemetry, interference_threshold, reason_names
 
