@@ -128,6 +128,18 @@ def spawn(*argv: str | os.PathLike, env: dict | None = None, code: str | None = 
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Torch on one intra-op thread for a module: tiny models gain nothing from more on a busy
+    machine, and runs in different processes (OMP_NUM_THREADS=1) then do the same arithmetic."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def airlab_cli():
     return invoke

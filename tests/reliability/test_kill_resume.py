@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import CONFIGS, PYCORPUS_TINY, SHAPES_TINY, spawn
 from airlab.train import checkpoint as ckpt
@@ -40,13 +39,9 @@ CASES = {
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """In-process runs use one thread, like the killed subprocesses: same arithmetic order."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# in-process runs use one thread, like the killed subprocesses (OMP_NUM_THREADS=1): the same
+# arithmetic order, so digests can be compared across processes
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def argv(case: str, run_dir: Path, *extra: str) -> list[str]:
