@@ -78,7 +78,9 @@ doctor = out / "doctor.json"
 if doctor.exists() and doctor.stat().st_size:
     try:
         d = json.loads(doctor.read_text())
-        verdict = d.get("verdict") or d.get("status") or d.get("ok") if isinstance(d, dict) else None
+        verdict = d.get("verdict") if isinstance(d, dict) else None
+        if isinstance(verdict, dict):
+            verdict = verdict.get("line") or verdict.get("status")
         print(f"  doctor {verdict if verdict is not None else 'see doctor.json'}")
     except ValueError:
         print("  doctor: doctor.json is not JSON")
@@ -101,11 +103,11 @@ def si(v, unit):
 for d in r["devices"]:
     extra = f" (peaks: {d.get('peak_table_entry')}, driver {d.get('driver', '?')})" if d.get("kind") == "gpu" else ""
     print(f"  device {d['id']}: {d.get('name')}{extra}")
-print(f"  {'figure':28} {'device':14} {'value':>18} {'% peak':>7}  {'verdict':10} marks")
+print(f"  {'figure':24} {'device':14} {'backend':10} {'value':>18} {'% peak':>7}  {'verdict':10} marks")
 for f in r["figures"]:
     pct = "-" if f.get("fraction_of_peak") is None else f"{100 * f['fraction_of_peak']:.0f} %"
-    print(f"  {f['name'][:28]:28} {f['device'][:14]:14} {si(f['value'], f['unit']):>18} {pct:>7}  "
-          f"{f['verdict']:10} {', '.join(f['marks'])}")
+    print(f"  {f['name'][:24]:24} {f['device'][:14]:14} {f['backend'][:10]:10} {si(f['value'], f['unit']):>18} "
+          f"{pct:>7}  {f['verdict']:10} {', '.join(f['marks'])}")
 rows = [(f, s) for f in r["figures"] for s in f.get("detail", {}).get("shapes", []) if s.get("plain")]
 if rows:
     print("  --verify: bench vs plain torch.mm loop, same shapes, same run")

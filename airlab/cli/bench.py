@@ -49,7 +49,7 @@ class _Lines:
         if figure is not None:
             pct = f", {_pct(figure.fraction_of_peak)} of peak" if figure.fraction_of_peak is not None else ""
             marks = f" [{', '.join(figure.marks)}]" if figure.marks else ""
-            err.print(f"{head} {figure.name} on {figure.device}: {_si(figure.value, figure.unit)}{pct} "
+            err.print(f"{head} {figure.name} on {figure.device} ({figure.backend}): {_si(figure.value, figure.unit)}{pct} "
                       f"({figure.verdict}){marks}", highlight=False, markup=False)
         elif skipped is not None:
             err.print(f"{head} skipped {skipped['what']}: {skipped['reason']}", highlight=False, markup=False)
