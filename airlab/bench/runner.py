@@ -153,6 +153,15 @@ class _CpuFacts:
                 "peak_flops": {"fp32": self.peak("fp32"), "bf16": self.peak("bf16")}}
 
 
+class _CpuOnly:
+    """The device list when no installed backend has a bench module: training on the CPU only."""
+
+    name = "none"
+
+    def devices(self) -> list[dict]:
+        return [{"id": "cpu", "kind": "cpu", "index": None}]
+
+
 class _Run:
     def __init__(self, options: Options, progress: Progress, *, bench_loader, clock_probe, cpu_info, trainer,
                  telemetry_factory):
@@ -350,14 +359,12 @@ class _Run:
     def jobs(self, benches: dict, names: list[str]) -> list[_Job]:
         p = self.plan
         jobs: list[_Job] = []
-        primary = next(iter(benches.values()), None)
-        selected_any: list[dict] = []
+        primary = self.primary
         for name in names:
             bench = benches.get(name)
             if bench is None:
                 continue
             selected = select_devices(bench.devices(), self.o.device)
-            selected_any = selected_any or selected
             self.describe_devices(selected)
             for d in selected:
                 if "matmul" in p.suites:
@@ -371,8 +378,6 @@ class _Run:
             if "interconnect" in p.suites and len(gpus) >= 2:
                 jobs.append(_Job(f"all-reduce {len(gpus)} GPUs", lambda b=bench, g=gpus: self.allreduce(b, g)))
         if "training" in p.suites:
-            if primary is None:
-                return jobs
             train_devices = select_devices(primary.devices(), self.o.device)
             if not p.train_all_devices:
                 firsts = {}
@@ -410,9 +415,8 @@ class _Run:
                 self.backend_env[name] = {"framework": name}
                 continue
             self.backend_env[name] = benches[name].environment()
-        if not benches:
-            raise BackendUnavailable("no installed backend can be benchmarked", hint="install torch: pip install torch")
-        primary = next(iter(benches.values()))
+        self.primary = next(iter(benches.values()), None) or _CpuOnly()
+        primary = self.primary
         selected = select_devices(primary.devices(), self.o.device)
         info = self.cpu_info() if callable(self.cpu_info) else self.cpu_info
         threads = next((d.get("threads") for d in primary.devices() if d["kind"] == "cpu"), None)

@@ -168,3 +168,10 @@ def test_help_and_comparing_files_import_no_framework(airlab_proc, saved_pair):
         r = airlab_proc(json.dumps(argv), code=PROBE)
         got = json.loads(r.out.strip().splitlines()[-1])
         assert got == {"code": 0, "heavy": []}, argv
+
+
+def test_the_bench_package_imports_no_framework(airlab_proc):
+    code = ("import sys, airlab.bench.runner, airlab.bench.report, airlab.bench.training, airlab.cli.bench; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'tensorflow', 'keras', 'jax'}))")
+    r = airlab_proc(code=code)
+    assert r.code == 0 and r.out.strip() == "[]", r.err

@@ -152,3 +152,20 @@ def test_progress_hears_of_every_job(fake_run):
     report, _ = fake_run(progress=Rec())
     assert events[0] == ("begin", len(report.figures)) and events[-1] == ("end",)
     assert [e[1] for e in events if e[0] == "advance"] == [f.id for f in report.figures]
+
+
+def test_a_backend_without_a_bench_module_is_still_trained_on_the_cpu():
+    from bench_fakes import FAKE_CPU, fake_trainer
+
+    from airlab.bench.runner import Options, run_bench
+    from airlab.bench.telemetry import Telemetry
+    from airlab.errors import BackendUnavailable
+
+    def no_bench(name):
+        raise BackendUnavailable(f"the {name} backend has no bench module in this airlab version")
+
+    report = run_bench(Options(plan=TINY, backend="torch", device="auto"), bench_loader=no_bench,
+                       clock_probe=lambda t: dict(FAKE_CLOCK), cpu_info=lambda: FAKE_CPU, trainer=fake_trainer,
+                       telemetry_factory=lambda gpus: Telemetry(gpus))
+    assert [f.id for f in report.figures] == ["training/torch/cpu/mlp"]
+    assert report.skipped[0]["what"] == "matmul/memory on torch" and "no bench module" in report.skipped[0]["reason"]
