@@ -28,8 +28,11 @@ class AutoencoderSpec(ModelSpec):
     input.
 
     Backend choices: a stride-2 'same' transposed convolution is PyTorch's ConvTranspose2d with
-    padding (k-1)/2 and output_padding 1, which doubles H and W like Keras's. Initialisation:
-    PyTorch defaults.
+    padding (k-1)/2 and output_padding 1, which doubles H and W like Keras's Conv2DTranspose
+    'same' but keeps a different window (Keras crops the other side); the TensorFlow backend runs
+    its transposed convolutions with PyTorch's explicit padding, so the same weights give the
+    same reconstruction. Initialisation on both: PyTorch defaults (U(+-1/sqrt(fan_in)); a
+    transposed convolution's fan-in is out_channels * k * k, as PyTorch computes it).
     """
 
     name: Literal["autoencoder"] = Field("autoencoder", description="Model name.")

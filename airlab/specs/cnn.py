@@ -23,10 +23,16 @@ class CNNSpec(ModelSpec):
     The keras-io "Simple MNIST convnet" (34,826 parameters, 99.22 %) is
     `pool_after: [0, 1], dense: [], conv_dropout: 0.5, dropout: 0.0`.
 
-    Backend choices: with `batchnorm` the convolutions have no bias (BatchNorm's shift replaces
-    it) and BatchNorm uses PyTorch's momentum 0.1 (Keras momentum=0.9) and eps 1e-5. Flattening
-    is channels-first (C, H, W) order in PyTorch; a channels-last backend flattens (H, W, C), so
-    dense weights need permuting when converted. Initialisation: PyTorch defaults.
+    Backend choices, the same on both backends: with `batchnorm` the convolutions have no bias
+    (BatchNorm's shift replaces it) and BatchNorm follows PyTorch: momentum 0.1 in PyTorch's sense
+    (running = 0.9 * running + 0.1 * batch; Keras's BatchNormalization defaults to momentum 0.99
+    and eps 1e-3), eps 1e-5, the batch's biased variance to normalise and its unbiased variance
+    in the running estimate; the TensorFlow backend uses its own BatchNorm layer with exactly
+    these rules. Flattening is channels-first (C, H, W) order on both: the TensorFlow model runs
+    its convolutions channels-last and transposes back before flattening, so dense weights carry
+    across backends without permuting. 'same' padding with an even kernel puts the extra pixel
+    after, as both frameworks do. Initialisation: PyTorch's defaults (U(+-1/sqrt(fan_in)) for
+    weights and biases) on both backends, not Keras's Glorot-uniform and zeros.
     """
 
     name: Literal["cnn"] = Field("cnn", description="Model name.")

@@ -16,8 +16,10 @@ class MLPSpec(ModelSpec):
     0.2 after each hidden layer (669,706 parameters on MNIST; 98.40 % test accuracy after 20
     epochs of RMSprop at batch 128).
 
-    Initialisation: PyTorch defaults (nn.Linear: Kaiming-uniform weights with a=sqrt(5) and
-    uniform biases), not Keras's Glorot-uniform weights and zero biases.
+    Initialisation, on both backends: PyTorch's defaults (nn.Linear: Kaiming-uniform weights with
+    a=sqrt(5), i.e. U(+-1/sqrt(fan_in)), and biases from the same range), not Keras's Glorot-uniform
+    weights and zero biases: the TensorFlow backend gives its Dense layers these initialisers.
+    Flattening is (C, H, W) order on both backends, so colour images line up too.
     """
 
     name: Literal["mlp"] = Field("mlp", description="Model name.")

@@ -26,10 +26,14 @@ class RNNSpec(ModelSpec):
     Backend choices: the parameter count is PyTorch's, which keeps two bias vectors per gate
     (b_ih and b_hh) for every cell. Keras's GRU (reset_after=True, its default) has the same two;
     Keras's LSTM and SimpleRNN keep one, the sum b_ih + b_hh, which computes the same function
-    with gates * hidden_size fewer parameters per layer and direction. Initialisation: PyTorch
-    defaults (every weight and bias uniform in +-1/sqrt(hidden_size)), not Keras's
-    Glorot/orthogonal kernels with zero biases and forget-gate bias 1. The simple `rnn` cell
-    uses tanh.
+    with gates * hidden_size fewer parameters per layer and direction. So that both backends
+    count and compute the same, the TensorFlow backend runs its own recurrent layer with
+    PyTorch's equations, both biases and PyTorch's gate order (LSTM i, f, g, o; GRU r, z, n;
+    the reset gate applied to (W_hn h + b_hn), as Keras's reset_after=True), not
+    keras.layers.LSTM/GRU/SimpleRNN (which also forgoes their fused cuDNN kernel on GPUs).
+    Initialisation on both: PyTorch defaults (every weight and bias uniform in
+    +-1/sqrt(hidden_size)), not Keras's Glorot/orthogonal kernels with zero biases and forget-gate
+    bias 1. The simple `rnn` cell uses tanh.
     """
 
     name: Literal["rnn"] = Field("rnn", description="Model name.")

@@ -20,9 +20,13 @@ class TransformerSpec(ModelSpec):
     8,192 position-embedding weights); val loss about 1.88 nats after 2000 steps.
     The README's GPU run is `n_layer: 6, n_head: 6, n_embd: 384, context_length: 256, dropout: 0.2`.
 
-    Backend choices: nanoGPT's initialisation (every Linear and Embedding weight normal(0, 0.02),
-    biases zero, the two residual output projections of each block normal(0, 0.02/sqrt(2*n_layer)),
-    LayerNorm weight 1); LayerNorm eps 1e-5 (PyTorch's; Keras's default is 1e-3); exact (erf) GELU.
+    Backend choices, the same on both backends: nanoGPT's initialisation (every Linear and
+    Embedding weight normal(0, 0.02), biases zero, the two residual output projections of each
+    block normal(0, 0.02/sqrt(2*n_layer)), LayerNorm weight 1); LayerNorm eps 1e-5 (PyTorch's;
+    Keras's default is 1e-3) and without a bias when `bias` is false; exact (erf) GELU; attention
+    scaled by 1/sqrt(head size) under a causal mask, with dropout on the attention weights. The
+    TensorFlow model's output head multiplies by the token embedding's transpose, so the tied
+    matrix is one variable there too.
     """
 
     name: Literal["transformer"] = Field("transformer", description="Model name.")

@@ -27,10 +27,13 @@ class VAESpec(ModelSpec):
         Conv 3x3 'same' to the input's channels. H and W must be divisible by 2 ** len(channels).
 
     Backend choices: stride-2 'same' convolutions are PyTorch's padding 1 (and output_padding 1
-    for the transposed ones); Keras pads stride-2 convolutions asymmetrically, which changes
-    which pixels line up but not the shapes or parameter count. The last decoder layer is a
-    Conv2d where keras-io uses a stride-1 Conv2DTranspose (same shapes and count).
-    Initialisation: PyTorch defaults.
+    for the transposed ones) on both backends; Keras's own 'same' pads stride-2 convolutions
+    asymmetrically (only after), so the TensorFlow backend pads one pixel on every side and
+    convolves 'valid', and runs transposed convolutions with PyTorch's explicit padding: the
+    same weights compute the same function. The last decoder layer is a Conv2d where keras-io
+    uses a stride-1 Conv2DTranspose (same shapes and count). Flattening is (C, H, W) order on
+    both. Initialisation on both: PyTorch defaults. The noise of the reparameterisation comes
+    from each backend's own generator, so the two backends draw different noise.
     """
 
     name: Literal["vae"] = Field("vae", description="Model name.")
