@@ -13,11 +13,13 @@ ARG FLAVOR=gpu
 
 FROM nvidia/cuda:12.8.1-runtime-ubuntu24.04 AS base-gpu
 ENV TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
-    TF_REQUIREMENT="tensorflow[and-cuda]==2.21.*"
+    TF_REQUIREMENT="tensorflow[and-cuda]==2.21.*" \
+    AIRLAB_EXTRAS=torch
 
 FROM ubuntu:24.04 AS base-cpu
 ENV TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu \
-    TF_REQUIREMENT="tensorflow==2.21.*"
+    TF_REQUIREMENT="tensorflow-cpu==2.21.*" \
+    AIRLAB_EXTRAS=all
 
 # base-gpu or base-cpu, chosen by the build argument (both stages are tagged above)
 # hadolint ignore=DL3006
@@ -42,12 +44,14 @@ COPY airlab ./airlab
 COPY configs ./configs
 
 # As the README installs it: the torch build for the hardware from its variant index first, then
-# airlab with its extras (not `dev`: the tests stay out of the image). The variant index serves
-# the newest torch for this Python; TensorFlow 2.21 is the newest in airlab's compat table.
+# TensorFlow, then airlab with its extras (not `dev`: the tests stay out of the image). The GPU
+# image takes tensorflow[and-cuda] and only airlab's torch extra, because the tf extra means the
+# CPU-only tensorflow-cpu on Linux x86_64, which must not overwrite the CUDA build. The variant
+# index serves the newest torch for this Python; TensorFlow 2.21 is the newest in the compat table.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir torch --index-url "$TORCH_INDEX_URL" \
-    && pip install --no-cache-dir "$TF_REQUIREMENT" \
-    && pip install --no-cache-dir -e ".[all]"
+    && pip install --no-cache-dir "$TF_REQUIREMENT" "keras>=3.11.3" \
+    && pip install --no-cache-dir -e ".[$AIRLAB_EXTRAS]"
 
 RUN groupadd --gid 10001 airlab \
     && useradd --create-home --uid 10001 --gid 10001 --shell /bin/bash airlab

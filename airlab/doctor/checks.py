@@ -105,11 +105,15 @@ def plan_fix(facts: dict, backend: str) -> str:
         m = Machine(driver=facts.get("nvidia", {}).get("driver_version"),
                     gpus=tuple(g["cc"] for g in gpus(facts) if g.get("cc")),
                     python=facts.get("system", {}).get("python", {}).get("version", "3.11"),
-                    os=os_kind(facts), arch=facts.get("system", {}).get("machine") or "x86_64")
+                    os=os_kind(facts), arch=facts.get("system", {}).get("machine") or "x86_64",
+                    installed=dict(facts.get("packages") or {}))
         choice = plan_setup(m, [backend]).choices[0]
         if choice.action == "none":
             return f"airlab setup --backend {backend}"
-        return f"airlab setup --backend {backend}  (installs: {choice.display_command()})"
+        steps = [f"pip uninstall -y {' '.join(choice.uninstall)}"] if choice.uninstall else []
+        steps.append(choice.display_command().replace("pip install ", "pip install --force-reinstall ", 1)
+                     if choice.action == "keep" else choice.display_command())
+        return f"airlab setup --backend {backend}  (runs: {'; '.join(steps)})"
     except Exception:  # the fix line must never break the doctor
         return f"airlab setup --backend {backend}"
 

@@ -37,7 +37,10 @@ def test_dockerfile_promises():
     assert re.search(r"^ARG FLAVOR=gpu$", text, flags=re.M), "a build argument selects the CPU-only image"
     assert "download.pytorch.org/whl/cpu" in text and "download.pytorch.org/whl/cu128" in text
     assert "tensorflow[and-cuda]" in text
-    assert re.search(r'pip install [^\n]*-e "\.\[all', text), "airlab installed as the README installs it"
+    assert re.search(r'pip install [^\n]*-e "\.\[\$AIRLAB_EXTRAS\]"', text), "airlab installed as the README does"
+    # the GPU image must not get the tf extra's tensorflow-cpu on top of tensorflow[and-cuda]
+    gpu_stage = text.split("AS base-gpu", 1)[1].split("FROM ", 1)[0]
+    assert "AIRLAB_EXTRAS=torch" in gpu_stage and "tensorflow[and-cuda]" in gpu_stage
     users = re.findall(r"^USER\s+(\S+)", text, flags=re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert re.findall(r"^CMD\s+(.+)$", text, flags=re.M)[-1].strip() == '["airlab", "doctor"]'
