@@ -102,11 +102,14 @@ def test_usage_errors_exit_2_with_a_help_hint(airlab_cli, argv):
     assert "Traceback" not in r.err
 
 
-def test_tensorflow_backend_exits_4_with_a_message(airlab_cli):
+def test_missing_tensorflow_backend_exits_4_with_a_message(airlab_cli, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "tensorflow" else real(name, *a, **k))
     r = airlab_cli("train", QUICK, "--backend", "tensorflow", *SHAPES_TINY)
     assert r.code == 4
     assert r.err_lines[0].startswith("error: ") and "tensorflow" in r.err_lines[0]
-    assert r.err_lines[1].startswith("hint: ")
+    assert r.err_lines[1].startswith('hint: install it with: pip install "airlab[tf]"')
     assert "Traceback" not in r.err
 
 
@@ -166,7 +169,9 @@ def test_airlab_debug_0_is_off(airlab_proc, bad_config):
 
 
 def test_exit_code_of_a_real_process_for_a_missing_backend(airlab_proc):
-    r = airlab_proc("train", QUICK, "--backend", "tensorflow", *SHAPES_TINY)
+    hide_tensorflow = ("import sys; sys.modules['tensorflow'] = None; from airlab.cli.main import run; "
+                       "sys.exit(run(sys.argv[1:]))")
+    r = airlab_proc("train", QUICK, "--backend", "tensorflow", *SHAPES_TINY, code=hide_tensorflow)
     assert r.code == 4
     assert len(r.err.splitlines()) == 2 and "Traceback" not in r.err
 
@@ -204,7 +209,7 @@ def test_models_json(airlab_cli):
     for row in rows:
         cls = registry.spec_class(row["name"])
         assert row["params"] == cls().num_params(cls.default_data)
-        assert row["backends"] == ["torch"]
+        assert row["backends"] == ["torch", "tensorflow"]
         assert row["task"] == registry.get_model(row["name"]).task
     assert [row["name"] for row in json.loads(airlab_cli("models", "*n", "--json").out)] == ["cnn", "rnn"]
     assert json.loads(airlab_cli("models", "nothing-matches", "--json").out) == []

@@ -19,12 +19,15 @@ PROBE = textwrap.dedent("""
     imports = json.loads(sys.argv[2])
     code = None
     for name in imports:
-        __import__(name)
+        if name.startswith("!"):  # hide an installed package: find_spec and import see None
+            sys.modules[name[1:]] = None
+        else:
+            __import__(name)
     if argv is not None:
         from airlab.cli.main import run
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             code = run(argv)
-    heavy = sorted(m for m in sys.modules if m.split(".")[0] in {heavy})
+    heavy = sorted(m for m, mod in sys.modules.items() if mod is not None and m.split(".")[0] in {heavy})
     print(json.dumps({{"code": code, "heavy": heavy}}))
 """).format(heavy=set(HEAVY))
 
@@ -51,12 +54,17 @@ def bad_config(tmp_path):
     (["models", "*vae*", "--json"], 0),
     (["train", "--help"], 0),
     (["train", "configs/quickstart.yaml", "model.name=cnnn"], 2),
-    (["train", "configs/quickstart.yaml", "--backend", "tensorflow"], 4),
     (["train"], 2),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else str(v))
 def test_light_commands_import_no_framework(airlab_proc, argv, code):
     got = probe(airlab_proc, argv)
     assert got["code"] == code
+    assert got["heavy"] == []
+
+
+def test_a_missing_backend_exits_4_importing_no_framework(airlab_proc):
+    got = probe(airlab_proc, ["train", "configs/quickstart.yaml", "--backend", "tensorflow"], imports=["!tensorflow"])
+    assert got["code"] == 4
     assert got["heavy"] == []
 
 

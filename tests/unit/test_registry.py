@@ -69,7 +69,7 @@ def test_every_entry_spec_imports_and_matches(name):
     assert spec.name == name
     n = spec.num_params(cls.default_data)
     assert isinstance(n, int) and n > 0
-    assert entry.backends == ["torch"]
+    assert entry.backends == ["torch", "tensorflow"]
     assert entry.description
 
 
@@ -80,7 +80,11 @@ def test_every_entry_torch_builder_resolves(name):
     assert build.__module__ == f"airlab.backends.torch.models.{name}"
 
 
-def test_builder_for_a_backend_without_an_implementation():
+def test_builder_for_a_backend_without_an_implementation(monkeypatch):
+    import dataclasses
+
+    entry = registry.get_model("mlp")
+    monkeypatch.setitem(registry._MODELS, "mlp", dataclasses.replace(entry, builders={"torch": entry.builders["torch"]}))
     with pytest.raises(ConfigError) as info:
         registry.builder("mlp", "tensorflow")
     assert "no tensorflow implementation" in str(info.value)
@@ -126,10 +130,17 @@ def test_backend_class_for_missing_torch_exits_4(monkeypatch):
     assert info.value.exit_code == 4
 
 
-def test_backend_class_tensorflow_not_implemented():
+def test_backend_class_for_an_unknown_backend_exits_4():
     from airlab.backends import backend_class
 
     with pytest.raises(BackendUnavailable) as info:
-        backend_class("tensorflow")
+        backend_class("jax")
     assert info.value.exit_code == 4
-    assert "tensorflow" in str(info.value)
+    assert "jax" in str(info.value)
+
+
+def test_backend_class_tensorflow_is_the_keras_backend():
+    pytest.importorskip("tensorflow")
+    from airlab.backends import backend_class
+
+    assert backend_class("tensorflow").__name__ == "TensorFlowBackend"
