@@ -114,7 +114,8 @@ if rows:
     for f, s in rows:
         p = s["plain"]
         print(f"    {f['name']:14} {f['device']:8} {s['m']}x{s['n']}x{s['k']:<6} bench {si(s['value'], 'FLOP/s'):>16}  "
-              f"plain {si(p['value'], 'FLOP/s'):>16}  ratio {p['ratio_bench_to_plain']:.3f}")
+              f"plain {si(p['value'], 'FLOP/s'):>16}  ratio {p['ratio_bench_to_plain']:.3f} "
+              f"(best {p.get('ratio_best', float('nan')):.3f})")
 for line in r.get("findings", []):
     print(f"  - {line}")
 for s in r.get("skipped", []):

@@ -135,7 +135,8 @@ def compare(before: Report, after: Report, tolerance: float = COMPARE_TOLERANCE)
             status = "faster"
         else:
             status = "same"
-        rows.append({"id": fid, "name": new.name, "device": new.device, "unit": new.unit, "before": old.value,
+        rows.append({"id": fid, "name": new.name, "device": new.device, "backend": new.backend, "unit": new.unit,
+                     "before": old.value,
                      "after": new.value, "change": change, "status": status,
                      "verdict_before": old.verdict, "verdict_after": new.verdict,
                      "marks": sorted(set(old.marks) | set(new.marks))})

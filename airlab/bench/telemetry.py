@@ -197,7 +197,9 @@ class Window:
             r.notes.append(f"CPU thermal throttling: {r.cpu['thermal_throttle_events']} events")
         if self.cpu_bound and other is not None and other >= threshold:
             r.marks.append("interference")
-            r.notes.append(f"other processes used {other:.2f} CPU cores during the window")
+            own = r.cpu.get("own_load_cores")
+            r.notes.append(f"other processes used {other:.2f} CPU cores during the window"
+                           + (f" (this one got {own:.2f})" if own is not None else ""))
         if self.cpu_bound and steal is not None and steal >= threshold:
             if "interference" not in r.marks:
                 r.marks.append("interference")

@@ -131,9 +131,9 @@ def _results_table(report):
 def _verify_table(report):
     from rich.table import Table
 
-    table = Table(title="--verify: the bench's matmul beside a plain loop of the same shapes, same run",
-                  title_justify="left")
-    for col in ("dtype", "device", "shape (MxNxK)", "bench", "plain loop", "bench / plain"):
+    table = Table(title="--verify: the bench's matmul beside a plain loop of the same shapes, same run "
+                        "(medians; and fastest window / fastest round)", title_justify="left")
+    for col in ("dtype", "device", "shape (MxNxK)", "bench", "plain loop", "bench / plain", "best / best"):
         table.add_column(col, justify="left" if col in ("dtype", "device", "shape (MxNxK)") else "right")
     for f in report.figures:
         for row in f.detail.get("shapes", []):
@@ -141,20 +141,22 @@ def _verify_table(report):
             if plain:
                 table.add_row(f.work.get("dtype", ""), f.device, f"{row['m']}x{row['n']}x{row['k']}",
                               _si(row["value"], "FLOP/s"), _si(plain["value"], "FLOP/s"),
-                              f"{plain['ratio_bench_to_plain']:.3f}")
+                              f"{plain['ratio_bench_to_plain']:.3f}", f"{plain.get('ratio_best', float('nan')):.3f}")
     return table
 
 
 def _compare_table(comparison: dict):
     from rich.table import Table
 
+    several = len({r.get("backend") for r in comparison["rows"]}) > 1
     table = Table(title=f"change: {comparison['before']}  ->  {comparison['after']}", title_justify="left")
-    for col in ("figure", "device", "before", "now", "change", ""):
+    for col in ("figure", "device") + (("backend",) if several else ()) + ("before", "now", "change", ""):
         table.add_column(col, justify="right" if col in ("before", "now", "change") else "left")
     style = {"slower": "yellow", "faster": "green", "same": "dim", "?": "red"}
     for r in comparison["rows"]:
         change = r["change"]
-        table.add_row(r["name"], r["device"], _si(r["before"], r["unit"]), _si(r["after"], r["unit"]),
+        table.add_row(r["name"], r["device"], *([r.get("backend", "")] if several else []),
+                      _si(r["before"], r["unit"]), _si(r["after"], r["unit"]),
                       "-" if change is None else f"{change * 100:+.1f} %",
                       f"[{style[r['status']]}]{r['status']}[/]" + (f" ({', '.join(r['marks'])})" if r["marks"] else ""))
     return table
