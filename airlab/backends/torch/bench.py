@@ -175,7 +175,7 @@ class TorchBench:
         n = max(1, nbytes // 4)
         gen = torch.Generator().manual_seed(seed)
         if kind in ("cpu", "d2d"):
-            src = torch.randn(n, generator=gen).to(d)
+            src = torch.randn(n, device=d, generator=torch.Generator(device=d).manual_seed(seed))  # made where it lives
             dst = torch.empty_like(src)
             return _Workload(d, lambda: dst.copy_(src), [src, dst])
         direction, memory = kind.split("-")
