@@ -197,7 +197,7 @@ def _print_report(report, verify: bool) -> None:
                       highlight=False, markup=False)
     conv = report.method["conventions"]
     out.print(f"bytes: {conv['copy']}; host<->device: {conv['host_device']}", highlight=False, markup=False)
-    out.print(f"statistic: median of timed repeats; spread = inter-quartile range / median", highlight=False,
+    out.print("statistic: median of timed repeats; spread = inter-quartile range / median", highlight=False,
               markup=False)
     if verify:
         _wide(_verify_table(report))

@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 from bench_fakes import FakeBench, tiny_plan  # noqa: F401 (fixtures)
+from pydantic import ValidationError
 
 from airlab.bench import report as report_mod
 from airlab.bench.report import Report
@@ -80,7 +81,7 @@ def test_the_json_is_strict_and_has_a_schema(saved_pair):
     schema = report_mod.json_schema()
     assert {"schema", "figures", "devices", "method", "host"} <= set(schema["required"])
     bad = dict(data, figures=[dict(data["figures"][0], verdict="great")])
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="verdict"):
         Report.model_validate(bad)
 
 
