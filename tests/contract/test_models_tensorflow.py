@@ -42,6 +42,17 @@ def make(entry, variant: dict, seed: int = 0):
         return spec, info, builder(entry.name, "tensorflow")(spec, info)
 
 
+_SHARED: dict = {}
+
+
+def shared(entry, variant: dict):
+    """One model per case for the tests that only read it (counts, names, forward shapes)."""
+    key = (entry.name, repr(sorted(variant.items())))
+    if key not in _SHARED:
+        _SHARED[key] = make(entry, variant)
+    return _SHARED[key]
+
+
 def make_batch(task: str, spec, info: DataInfo):
     rng = np.random.default_rng(1234)
     if task == "lm":
@@ -102,13 +113,13 @@ def test_registry_has_tensorflow_models():
 
 @pytest.mark.parametrize("entry,variant", CASES)
 def test_num_params_matches_tensorflow(entry, variant):
-    spec, info, model = make(entry, variant)
+    spec, info, model = shared(entry, variant)
     assert spec.num_params(info) == sum(int(np.prod(v.shape)) for v in model.trainable_variables)
 
 
 @pytest.mark.parametrize("entry,variant", CASES)
 def test_every_variable_has_one_stable_name(entry, variant):
-    _, _, model = make(entry, variant)
+    _, _, model = shared(entry, variant)
     named = model.named_variables()
     names = [n for n, _ in named]
     assert len(names) == len(set(names))
@@ -118,7 +129,7 @@ def test_every_variable_has_one_stable_name(entry, variant):
 
 @pytest.mark.parametrize("entry,variant", CASES)
 def test_forward_shapes(entry, variant):
-    spec, info, model = make(entry, variant)
+    spec, info, model = shared(entry, variant)
     x, _ = make_batch(entry.task, spec, info)
     seed = tf.constant([1, 2], tf.int64)
     check_outputs(entry.task, spec, info, model(x, training=True, seed=seed), x)

@@ -56,5 +56,16 @@ def _fix_keras_backend() -> None:
     os.environ["KERAS_BACKEND"] = "tensorflow"
 
 
+def _quiet_python_logger() -> None:
+    """TensorFlow's Python-side warnings (tf.function retracing advice, deprecations) are for
+    library authors; airlab's users see errors only, unless they configured the logger."""
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.ERROR)
+
+
 _fix_keras_backend()
 _import_tensorflow_quietly()
+_quiet_python_logger()

@@ -34,7 +34,9 @@ from airlab.errors import CheckpointError, ConfigError, EnvironmentProblem
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.safetensors"
 RNG_FILE = "rng.safetensors"
-FORMAT = {"backend": "tensorflow", "layout": "keras"}  # safetensors metadata of model files
+# safetensors metadata of model files: one key only, since safetensors writes a metadata dict in
+# hash order, and a second key would make the bytes of equal checkpoints differ between processes
+FORMAT = {"format": "airlab-tensorflow"}
 
 # fp16 loss scaling: torch.amp.GradScaler's defaults
 _SCALE_INIT, _SCALE_GROWTH, _SCALE_BACKOFF, _SCALE_INTERVAL = 2.0**16, 2.0, 0.5, 2000
@@ -300,7 +302,7 @@ class TensorFlowBackend:
                     for i, chunk in enumerate(np.array_split(index, self.grad_accum)):
                         if faults:
                             faults.check_batch(len(chunk))
-                        s = tf.random.experimental.stateless_fold_in(seed, i)
+                        s = tf.cast(tf.random.experimental.stateless_fold_in(seed, i), tf.int64)
                         loss, parts, grads = micro(tf.constant(chunk, dtype=tf.int64), s,
                                                    tf.constant(len(chunk) / len(index), tf.float32))
                         if total_grads is None:

@@ -123,14 +123,17 @@ def _sampler(model: GPT, temperature: float, top_k: int | None):
 
     @tf.function(reduce_retracing=True)
     def step(window, last, seed):
-        logits = tf.cast(model(window, training=False)[:, last, :], tf.float32)  # (B, vocab) at the last position
+        # (B, vocab) at the last position
+        logits = tf.cast(tf.gather(model(window, training=False), last, axis=1), tf.float32)
         if temperature <= 0:
             return tf.argmax(logits, axis=-1, output_type=tf.int32)
         logits = logits / temperature
         if top_k is not None:
             kth = tf.math.top_k(logits, k=min(top_k, model.vocab_size)).values[:, -1:]  # (B, 1)
             logits = tf.where(logits < kth, tf.constant(-math.inf, tf.float32), logits)
-        return tf.random.stateless_categorical(logits, 1, seed=seed, dtype=tf.int32)[:, 0]  # (B,)
+        # a draw from softmax(logits) by the Gumbel-max trick (XLA compiles it, should this step be jit-compiled)
+        u = tf.random.stateless_uniform(tf.shape(logits), seed=seed, minval=1e-20, maxval=1.0)
+        return tf.argmax(logits - tf.math.log(-tf.math.log(u)), axis=-1, output_type=tf.int32)  # (B,)
 
     cache[key] = step
     return step
