@@ -59,22 +59,22 @@ def steps(run_dir: Path) -> list[int]:
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory, airlab_cli):
-    """Uninterrupted runs, one per model, made once."""
-    cache: dict[str, str] = {}
+    """Uninterrupted runs, one per model and backend, made once."""
+    cache: dict[tuple, str] = {}
 
-    def get(case: str) -> str:
-        if case not in cache:
+    def get(case: str, *extra: str) -> str:
+        if (case, extra) not in cache:
             run_dir = tmp_path_factory.mktemp(f"baseline-{case}") / "run"
-            r = airlab_cli(*argv(case, run_dir))
+            r = airlab_cli(*argv(case, run_dir, *extra))
             assert r.code == 0, r.err
-            cache[case] = digest(run_dir)
-        return cache[case]
+            cache[(case, extra)] = digest(run_dir)
+        return cache[(case, extra)]
 
     return get
 
 
-def killed(case: str, run_dir: Path, fault: str) -> subprocess.CompletedProcess:
-    r = spawn(*argv(case, run_dir), env={**ONE_THREAD, "AIRLAB_FAULT": fault})
+def killed(case: str, run_dir: Path, fault: str, *extra: str) -> subprocess.CompletedProcess:
+    r = spawn(*argv(case, run_dir, *extra), env={**ONE_THREAD, "AIRLAB_FAULT": fault})
     assert r.code == -signal.SIGKILL, (r.code, r.err)
     assert not (run_dir / "summary.json").exists()
     return r
@@ -88,6 +88,19 @@ def test_kill_9_between_checkpoints_then_resume_is_bitwise_identical(case, basel
     r = airlab_cli("train", "--resume", run_dir)
     assert r.code == 0, r.err
     assert digest(run_dir) == baseline(case)
+
+
+@pytest.mark.parametrize("case", ["mlp", "transformer"])
+def test_kill_9_then_resume_is_bitwise_identical_on_tensorflow(case, baseline, airlab_cli, tmp_path):
+    """The same promise on the TensorFlow backend, with op determinism on."""
+    pytest.importorskip("tensorflow", reason="the tensorflow backend is not installed")
+    tf = ["backend=tensorflow", "train.deterministic=true"]
+    run_dir = tmp_path / "run"
+    killed(case, run_dir, "kill_at_step:6", *tf)
+    assert steps(run_dir) == [4]
+    r = airlab_cli("train", "--resume", run_dir)
+    assert r.code == 0, r.err
+    assert digest(run_dir) == baseline(case, *tf)
 
 
 @pytest.mark.parametrize("k, newest", [(5, 4), (8, 4), (11, 8)])
