@@ -59,10 +59,11 @@ class Recurrent(keras.layers.Layer):
             n_in = self.dirs * h
 
     def _step(self, xw_t, state, w_hh, b_hh):
-        """One time step; xw_t = x_t W_ih + b_ih (B, gates*hidden); state h or (h, c)."""
+        """One time step; state h or (h, c). For the LSTM and the simple RNN, xw_t = x_t W_ih +
+        b_ih + b_hh (both biases added once for all steps); for the GRU, x_t W_ih + b_ih."""
         if self.cell == "lstm":
             h, c = state
-            gates = xw_t + tf.matmul(h, w_hh) + b_hh  # (B, 4h)
+            gates = xw_t + tf.matmul(h, w_hh)  # (B, 4h)
             i, f, g, o = tf.split(gates, 4, axis=-1)
             c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
             h = tf.sigmoid(o) * tf.tanh(c)
@@ -77,7 +78,7 @@ class Recurrent(keras.layers.Layer):
             n = tf.tanh(n_i + r * n_h)
             h = (1 - z) * n + z * h
             return h, h
-        h = tf.tanh(xw_t + tf.matmul(state, w_hh) + b_hh)
+        h = tf.tanh(xw_t + tf.matmul(state, w_hh))
         return h, h
 
     def _direction(self, xw, w_hh, b_hh, reverse: bool):
@@ -100,6 +101,8 @@ class Recurrent(keras.layers.Layer):
             outputs, finals = [], []
             for d, (w_ih, w_hh, b_ih, b_hh) in enumerate(per_dir):
                 xw = tf.einsum("btf,fg->btg", x, w_ih) + b_ih  # (B, T, gates*hidden): all steps at once
+                if self.cell != "gru":  # the GRU's b_hn sits inside r * (W_hn h + b_hn)
+                    xw = xw + b_hh
                 out, final = self._direction(xw, w_hh, b_hh, reverse=bool(d))
                 outputs.append(out)  # (B, T, hidden)
                 finals.append(final)  # forward: t = T-1; backward: t = 0
