@@ -121,3 +121,16 @@ def test_weights_of_another_model_are_refused(airlab_cli, tmp_path):
     assert r.code == 2
     assert "cannot convert the torch weights" in r.err_lines[0] and "does not fit" in r.err_lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_converter_and_its_command_import_no_framework(airlab_proc):
+    code = ("import sys, json, contextlib, io\n"
+            "import airlab.interop.convert, airlab.interop.weights, airlab.cli.convert\n"
+            "from airlab.cli.main import run\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    code = run(['convert', '--help'])\n"
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorflow', 'keras'))\n"
+            "print(json.dumps([code, heavy]))\n")
+    r = airlab_proc(code=code)
+    assert r.code == 0, r.err
+    assert json.loads(r.out.strip().splitlines()[-1]) == [0, []]
