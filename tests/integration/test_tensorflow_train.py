@@ -307,3 +307,41 @@ def test_every_shipped_config_trains_and_both_backends_learn(path, airlab_cli, t
     drop_t, drop_k = t_first - t_last, k_first - k_last
     assert 0.33 < drop_k / drop_t < 3.0, losses  # the same learning, give or take the initial draw
     assert abs(t_val - k_val) <= 0.25 * max(abs(t_val), abs(k_val)), losses
+
+
+BF16 = {  # small specs of every model, with their optional layers (BatchNorm, GRU, conv VAE, ...)
+    "mlp": {"hidden": [16]},
+    "cnn": {"channels": [4, 8], "dense": [16], "batchnorm": True, "padding": "same"},
+    "rnn": {"cell": "gru", "hidden_size": 8, "num_layers": 2, "bidirectional": True, "dropout": 0.1},
+    "autoencoder": {"channels": [4, 4]},
+    "vae": {"kind": "conv", "channels": [4, 8], "hidden": [8], "latent_dim": 2},
+    "transformer": {"n_layer": 1, "n_embd": 16, "n_head": 2, "context_length": 8, "dropout": 0.1},
+}
+
+
+@pytest.mark.parametrize("model", list(BF16))
+def test_bf16_mixed_precision_trains_every_model(model):
+    """Keras's mixed_bfloat16 policy: bf16 compute, float32 variables and losses, finite steps."""
+    from airlab.backends.tensorflow.backend import TensorFlowBackend
+    from airlab.config import validate
+    from airlab.tasks import get_task
+
+    lm = registry.get_model(model).task == "lm"
+    data = ({"name": "pycorpus", "size": 20000, "limit": 4000, "batch_size": 4} if lm else
+            {"name": "shapes", "size": 256, "limit": 64, "batch_size": 8})
+    cfg = validate({"name": "bf16", "device": "cpu", "model": {"name": model, **BF16[model]}, "data": data,
+                    "backend": "tensorflow", "train": {"steps": 2, "precision": "bf16"}})
+    d = cfg.data
+    dataset = load_dataset(d.name, seed=0, size=d.size, limit=d.limit)
+    task = get_task(registry.get_model(model).task)
+    backend = TensorFlowBackend(cfg, dataset, task)
+    assert backend.summary().precision == "bf16"
+    before = dict(backend.named_weights())
+    assert all(a.dtype.name == "float32" for a in before.values())
+    order = task.epoch_indices(len(dataset.train), 0, 0, getattr(cfg.model, "context_length", None))
+    for step in range(2):
+        backend.train_step(order[step * d.batch_size:(step + 1) * d.batch_size], 1e-3, step=step + 1)
+    assert all(math.isfinite(v) for v in backend.pop_train_metrics().values())
+    assert backend.all_finite()
+    assert any(not (before[n] == a).all() for n, a in backend.named_weights())
+    assert all(math.isfinite(v) for v in backend.evaluate("val").values())

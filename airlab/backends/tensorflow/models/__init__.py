@@ -130,7 +130,7 @@ class BatchNorm(keras.layers.Layer):
     running + momentum * batch with PyTorch's momentum (0.1) and eps (1e-5)."""
 
     def __init__(self, momentum: float = 0.1, epsilon: float = 1e-5, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(autocast=False, **kwargs)  # statistics in float32 under mixed precision too
         self.momentum, self.epsilon = momentum, epsilon
 
     def build(self, input_shape):
