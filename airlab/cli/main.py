@@ -24,7 +24,7 @@ from airlab.errors import EXIT_SIGINT, EXIT_UNEXPECTED, EXIT_USAGE, AirlabError
 
 app = typer.Typer(
     name="airlab",
-    help="A research environment for deep learning: train classic models from YAML configs on PyTorch.\n\n"
+    help="A research environment for deep learning: train classic models from YAML configs on PyTorch or TensorFlow, judge and fix the GPU stack, measure the machine.\n\n"
          "Example: airlab train configs/quickstart.yaml",
     add_completion=False,
     pretty_exceptions_enable=False,
