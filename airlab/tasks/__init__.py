@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 
 
@@ -21,6 +23,13 @@ class Task:
     batches: str  # "rows": index rows of x; "windows": random windows of a token stream
     samples: str | None  # None | "images" | "reconstructions" | "text"
     units: str = ""  # what "loss" is measured in, for people
+
+    def finish(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Add the metrics derived from the mean loss of a split (LM: perplexity, bits per char)."""
+        if self.name == "lm" and "loss" in metrics:
+            metrics["ppl"] = math.exp(min(metrics["loss"], 50.0))
+            metrics["bpc"] = metrics["loss"] / math.log(2)
+        return metrics
 
     def epoch_size(self, n: int, context: int | None = None) -> int:
         """Number of training examples in one epoch of a split of length n."""

@@ -7,7 +7,6 @@ Each loss takes (model, x, y, training, seed, spec) and returns (loss used for t
 
 from __future__ import annotations
 
-import math
 
 import tensorflow as tf
 
@@ -73,13 +72,5 @@ def lm_eval(model, x, y, *, training=False, seed=None, spec=None):
     return lm(model, x, y, training=False)
 
 
-def finish_lm(metrics: dict) -> dict:
-    loss = metrics["loss"]
-    metrics["ppl"] = math.exp(min(loss, 50.0))
-    metrics["bpc"] = loss / math.log(2)
-    return metrics
-
-
 TRAIN = {"classification": classification, "reconstruction": reconstruction, "vae": vae, "lm": lm}
 EVAL = {"classification": classification_eval, "reconstruction": reconstruction_eval, "vae": vae, "lm": lm_eval}
-FINISH = {"lm": finish_lm}

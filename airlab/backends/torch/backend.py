@@ -109,7 +109,7 @@ class TorchBackend:
 
         self._train_loss = losses.TRAIN[task.name]
         self._eval_loss = losses.EVAL[task.name]
-        self._finish = losses.FINISH.get(task.name, lambda m: m)
+        self._finish = task.finish
         self._context = getattr(self.spec, "context_length", None)
         self._eval_generator = torch.Generator(device=self.torch_device)
         self._put_data_on_device()

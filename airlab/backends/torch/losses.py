@@ -6,7 +6,6 @@ Each loss returns (loss used for the gradient, {metric: per-batch mean tensor}).
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -66,13 +65,5 @@ def lm_eval(model, x, y, *, generator=None, spec=None):
     return lm(model, x, y)
 
 
-def finish_lm(metrics: dict) -> dict:
-    loss = metrics["loss"]
-    metrics["ppl"] = math.exp(min(loss, 50.0))
-    metrics["bpc"] = loss / math.log(2)
-    return metrics
-
-
 TRAIN = {"classification": classification, "reconstruction": reconstruction, "vae": vae, "lm": lm}
 EVAL = {"classification": classification_eval, "reconstruction": reconstruction_eval, "vae": vae, "lm": lm_eval}
-FINISH = {"lm": finish_lm}
