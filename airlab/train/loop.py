@@ -450,8 +450,8 @@ class Trainer:
                 seen_interval = 0
             stop = False
             evaluate = has_val and (done % plan.eval_every == 0 or last)
-            save = done % plan.checkpoint_every == 0 or last or signals.received
-            if (evaluate or save) and clock.running:
+            save = done % plan.checkpoint_every == 0 or last
+            if (evaluate or save or signals.received) and clock.running:
                 clock.stop()  # evaluation and saving are not training time
             if evaluate:
                 self._last_val = self._evaluate(state, log, "val")
@@ -461,11 +461,16 @@ class Trainer:
                     self.reporter.message(f"early stopping at step {done}: "
                                           f"{cfg.train.early_stopping.metric} has not improved in "
                                           f"{cfg.train.early_stopping.patience} evaluations")
-            if save or stop:
+            # read the flag once, only now: a signal that lands during the evaluation above still
+            # finds this step saved; one that lands later is handled after the next step
+            received = signals.received
+            if received and clock.running:
+                clock.stop()
+            if save or stop or received:
                 self._save(state)
-            if signals.received:
-                name = signal.Signals(signals.received).name
-                raise Interrupted(signals.received, f"{name} received: stopped after step {done} and saved "
+            if received:
+                name = signal.Signals(received).name
+                raise Interrupted(received, f"{name} received: stopped after step {done} and saved "
                                   f"{self._last_ckpt}", hint=f"continue with: airlab train --resume {self.run_dir}")
             if stop:
                 break

@@ -141,10 +141,38 @@ def test_signal_then_resume_is_bitwise_identical(sig, code, airlab_cli, tmp_path
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
+    assert steps(run_dir), f"no checkpoint after the signal; stderr:\n{err}\nstdout tail:\n{out[-2000:]}"
     stopped = steps(run_dir)[-1]
     assert 20 <= stopped < 1500, "the signal must land mid-run for this test to mean something"
     assert airlab_cli("train", "--resume", run_dir).code == 0
     assert digest(run_dir) == digest(base)
+
+
+def test_a_signal_during_evaluation_still_saves_that_step(baseline, airlab_cli, tmp_path, monkeypatch):
+    """The race CI once hit: the save decision was taken before evaluation, the signal came during
+    it, and the run stopped with no checkpoint ('saved None'). In-process, so the signal is exact."""
+    from airlab.backends.torch.backend import TorchBackend
+
+    extra = ("train.checkpoint_every=100", "train.eval_every=3")
+    calls = []
+    evaluate = TorchBackend.evaluate
+
+    def evaluate_then_signal(self, split):
+        result = evaluate(self, split)
+        calls.append(split)
+        if len(calls) == 2:  # the evaluation after step 6, which is not a checkpoint step
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(TorchBackend, "evaluate", evaluate_then_signal)
+    run_dir = tmp_path / "run"
+    r = airlab_cli(*argv("mlp", run_dir, *extra))
+    assert r.code == 143, r.err
+    assert "stopped after step 6 and saved" in r.err and "saved None" not in r.err
+    assert steps(run_dir) == [6]
+    monkeypatch.setattr(TorchBackend, "evaluate", evaluate)
+    assert airlab_cli("train", "--resume", run_dir).code == 0
+    assert digest(run_dir) == baseline("mlp", *extra)
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint_and_resume_is_exact(baseline, airlab_cli, tmp_path):
