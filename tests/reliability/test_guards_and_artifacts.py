@@ -30,11 +30,15 @@ def all_checkpoint_weights_finite(run_dir: Path) -> bool:
     return True
 
 
-@pytest.mark.parametrize("fault, what", [("nan_at_step:6", "loss=nan"), ("inf_grad_at_step:6", "grad_norm=inf")])
-def test_a_non_finite_step_is_refused_and_exits_3(fault, what, airlab_cli, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fault, what, extra", [
+    ("nan_at_step:6", "loss=nan", []),
+    ("inf_grad_at_step:6", "grad_norm=inf", []),
+    ("inf_grad_at_step:6", "grad_norm=inf", ["train.grad_clip=1.0"]),  # the norm clipping computed
+])
+def test_a_non_finite_step_is_refused_and_exits_3(fault, what, extra, airlab_cli, tmp_path, monkeypatch):
     monkeypatch.setenv("AIRLAB_FAULT", fault)
     run_dir = tmp_path / "run"
-    r = airlab_cli("train", *MLP, "--run-dir", run_dir)
+    r = airlab_cli("train", *MLP, *extra, "--run-dir", run_dir)
     assert r.code == 3, r.err
     assert r.err_lines[0].startswith("error: training diverged at step 6: ") and what in r.err_lines[0]
     assert "the step was not taken" in r.err_lines[0]

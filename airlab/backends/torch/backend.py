@@ -205,7 +205,8 @@ class TorchBackend:
             for group in opt.param_groups:
                 group["lr"] = lr
             self._lr = lr
-        self.model.train()
+        if not self.model.training:  # evaluate() leaves it in eval mode; train() walks every module
+            self.model.train()
         rng = self._rng_snapshot() if self.config.train.auto_batch_size else None
         try:
             loss, parts = self._forward_backward(index, step)
@@ -232,12 +233,20 @@ class TorchBackend:
         else:
             if self.faults and self.faults.inf_grad(step):
                 next(p for p in params if p.grad is not None).grad.view(-1)[0] = float("inf")
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = None
             if clip:
                 norm = torch.nn.utils.clip_grad_norm_(params, clip)  # the norm before clipping
+                probe = loss + norm
             else:
-                norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-            ok = torch.isfinite(loss) & torch.isfinite(norm)
-            if not bool(ok):  # one device sync per step: the price of never stepping into NaN
+                # the cheapest full reduction: a sum is non-finite when any element is (or when the
+                # gradients are so large that it overflows, which is a divergence as well)
+                probe = loss.detach()
+                for g in grads:
+                    probe = probe + g.sum()
+            if not bool(torch.isfinite(probe)):  # one device sync per step: the price of never stepping into NaN
+                if norm is None:  # only now, for the message
+                    norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
                 opt.zero_grad(set_to_none=True)
                 raise NonFiniteStep(step, float(loss), float(norm))
             opt.step()
