@@ -2,7 +2,8 @@
 
 Exit codes (documented in the README):
     0 ok · 1 unexpected error · 2 usage or config error · 3 training diverged ·
-    4 environment problem (backend missing, doctor failure) · 130 SIGINT · 143 SIGTERM
+    4 environment problem (backend missing, doctor failure) · 130 SIGINT · 141 output pipe closed ·
+    143 SIGTERM
 """
 
 from __future__ import annotations
@@ -13,21 +14,25 @@ EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_ENVIRONMENT = 4
 EXIT_SIGINT = 130
+EXIT_PIPE = 141  # 128 + SIGPIPE: the reader of our output went away
 EXIT_SIGTERM = 143
 
 
 class AirlabError(Exception):
-    """Base of all expected failures. `message` says what and where; `hint` says what to do."""
+    """Base of all expected failures. `message` says what and where, in one line; `hint` says
+    what to do; `details` are further lines a person may need (file checksums, URLs tried),
+    printed after the hint so the first line stays the whole story."""
 
     exit_code = EXIT_UNEXPECTED
 
-    def __init__(self, message: str, hint: str | None = None):
+    def __init__(self, message: str, hint: str | None = None, details: list[str] | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.details = list(details or [])
 
     def __str__(self) -> str:
-        return self.message
+        return "\n".join([self.message, *self.details])
 
 
 class UsageError(AirlabError):
@@ -74,6 +79,13 @@ class CheckpointError(AirlabError):
     """A checkpoint that cannot be used (missing, corrupt, unsafe)."""
 
     exit_code = EXIT_USAGE
+
+
+class OutputClosed(AirlabError):
+    """The reader of airlab's output went away (`airlab train ... | head`); a training run saved
+    a checkpoint first."""
+
+    exit_code = EXIT_PIPE
 
 
 class Interrupted(AirlabError):

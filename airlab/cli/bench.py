@@ -176,9 +176,9 @@ def _wide(renderable) -> None:
     if out.is_terminal:
         out.print(renderable)
         return
-    from rich.console import Console
+    from airlab.cli.common import PipeConsole
 
-    Console(width=max(out.width, 132)).print(renderable)
+    PipeConsole(width=max(out.width, 132)).print(renderable)
 
 
 def _print_report(report, verify: bool) -> None:

@@ -7,8 +7,16 @@ import sys
 
 from rich.console import Console
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+class PipeConsole(Console):
+    """A rich Console that lets the CLI's error boundary handle a closed pipe (exit 141, quietly)
+    instead of rich's own `SystemExit(1)`."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError("the reader of airlab's output went away")
+
+
+out = PipeConsole(soft_wrap=True)
+err = PipeConsole(stderr=True, soft_wrap=True)
 
 
 _argv: list[str] = []

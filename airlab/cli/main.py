@@ -20,7 +20,8 @@ from airlab.cli import sample as sample_cmd
 from airlab.cli import setup as setup_cmd
 from airlab.cli import train as train_cmd
 from airlab.cli import validate as validate_cmd
-from airlab.errors import EXIT_SIGINT, EXIT_UNEXPECTED, EXIT_USAGE, AirlabError
+from airlab.errors import EXIT_PIPE, EXIT_SIGINT, EXIT_UNEXPECTED, EXIT_USAGE, AirlabError
+from airlab.train.progress import silence_closed_output
 
 app = typer.Typer(
     name="airlab",
@@ -58,17 +59,27 @@ def _debug() -> bool:
     return os.environ.get("AIRLAB_DEBUG", "") not in ("", "0", "false", "no")
 
 
-def _fail(message: str, hint: str | None, code: int) -> int:
+def _fail(message: str, hint: str | None, code: int, details: list[str] = ()) -> int:
     from airlab.cli.common import err
 
     err.print(f"error: {message}", highlight=False, markup=False)
     if hint:
         err.print(f"hint: {hint}", highlight=False, markup=False)
+    for line in details:
+        err.print(f"  {line}", highlight=False, markup=False)
     return code
 
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (the seam the tests use)."""
+    try:
+        return _run(argv)
+    except BrokenPipeError:  # stderr closed too, while reporting an error
+        silence_closed_output(sys.stdout, sys.stderr)
+        return EXIT_PIPE
+
+
+def _run(argv: list[str] | None) -> int:
     from airlab.cli.common import set_invocation
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -84,7 +95,7 @@ def run(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        return _fail(e.message, e.hint, e.exit_code)
+        return _fail(e.message, e.hint, e.exit_code, e.details)
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:
@@ -94,6 +105,9 @@ def run(argv: list[str] | None = None) -> int:
         return _fail(e.format_message(), f"see `{ctx_cmd} --help`", EXIT_USAGE)
     except KeyboardInterrupt:
         return _fail("interrupted", None, EXIT_SIGINT)
+    except BrokenPipeError:  # the reader went away: stop quietly, as Unix tools do
+        silence_closed_output()
+        return EXIT_PIPE
     except Exception as e:  # the boundary: nothing unexpected escapes as a bare traceback
         if _debug():
             raise

@@ -223,22 +223,28 @@ def fetch(dataset: str, files: Sequence[RemoteFile], path: str | os.PathLike | N
 def _missing_error(dataset: str, missing: Sequence[RemoteFile], attempts: dict[str, list[str]],
                    user_dir: Path | None, cache: Path) -> DataError:
     is_offline = offline()
-    why = "AIRLAB_OFFLINE is set, no download attempted" if is_offline else "download failed"
-    lines = [f"dataset {dataset!r}: {len(missing)} file(s) missing ({why}):"]
+    looked = ([f"{user_dir} (data.path)"] if user_dir is not None else []) + [str(cache)]
+    names = ", ".join(spec.name for spec in missing)
+    if is_offline:
+        why = "not downloaded: AIRLAB_OFFLINE is set"
+    else:
+        reasons = [t.split(": ", 1)[-1] for spec in missing for t in attempts.get(spec.name, [])]
+        why = f"every download failed (first: {reasons[0]})" if reasons else "every download failed"
+    message = (f"dataset {dataset!r}: {len(missing)} file(s) missing ({names}), {why}; "
+               f"looked in {', '.join(looked)}")
+    details = []
     for spec in missing:
         sums = f"sha256 {spec.sha256}" + (f", md5 {spec.md5}" if spec.md5 else "")
         size = f", {spec.size:,} bytes" if spec.size else ""
-        lines.append(f"  {spec.name} ({sums}{size})")
+        details.append(f"{spec.name} ({sums}{size})")
         if is_offline:
-            lines.extend(f"    {url} (not tried: offline)" for url in spec.urls)
+            details.extend(f"  {url} (not tried: offline)" for url in spec.urls)
         else:
-            lines.extend(f"    {t}" for t in attempts.get(spec.name, []))
-    looked = ([f"{user_dir} (data.path)"] if user_dir is not None else []) + [str(cache)]
-    lines.append("  looked in: " + ", ".join(looked))
-    hint = (f"download the files from one of the URLs above and put them in {cache}, "
+            details.extend(f"  {t}" for t in attempts.get(spec.name, []))
+    hint = (f"download the files from one of the URLs below and put them in {cache}, "
             f"or in any directory and set data.path to it")
     if is_offline:
         hint += "; or unset AIRLAB_OFFLINE to let airlab download them"
     else:
         hint += "; check the network or proxy (HTTPS_PROXY) if every mirror was unreachable"
-    return DataError("\n".join(lines), hint=hint)
+    return DataError(message, hint=hint, details=details)

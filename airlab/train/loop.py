@@ -24,8 +24,8 @@ from airlab.config import to_dict, to_yaml
 from airlab.data import load_dataset
 from airlab import faults
 from airlab.backends.base import NonFiniteStep, OutOfMemoryStep
-from airlab.errors import (CheckpointError, ConfigError, EnvironmentProblem, Interrupted, TrainingDiverged,
-                           UsageError)
+from airlab.errors import (CheckpointError, ConfigError, EnvironmentProblem, Interrupted, OutputClosed,
+                           TrainingDiverged, UsageError)
 from airlab.tasks import Task, get_task
 from airlab.train import checkpoint as ckpt
 from airlab.train import rundir, samples
@@ -463,11 +463,14 @@ class Trainer:
                                           f"{cfg.train.early_stopping.patience} evaluations")
             # read the flag once, only now: a signal that lands during the evaluation above still
             # finds this step saved; one that lands later is handled after the next step
-            received = signals.received
-            if received and clock.running:
+            received, closed = signals.received, self.reporter.closed
+            if (received or closed) and clock.running:
                 clock.stop()
-            if save or stop or received:
+            if save or stop or received or closed:
                 self._save(state)
+            if closed:
+                raise OutputClosed(f"the output pipe closed: stopped after step {done} and saved {self._last_ckpt}",
+                                   hint=f"continue with: airlab train --resume {self.run_dir}")
             if received:
                 name = signal.Signals(received).name
                 raise Interrupted(received, f"{name} received: stopped after step {done} and saved "

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 from rich.console import Console
+
+
+def silence_closed_output(*streams) -> None:
+    """The reader of our output has gone (`airlab train ... | head`): point those streams
+    (default: stdout) at /dev/null so nothing more, not even Python's flush at exit, fails on
+    the closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in streams or (sys.stdout,):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError, AttributeError):  # not a real file (tests capture in memory)
+            pass
 
 
 def _fmt_metrics(metrics: dict[str, float]) -> str:
@@ -30,6 +44,14 @@ class Reporter:
         self._total = 0
         self._t0 = time.time()
         self._start = 0
+        self.closed = False  # the output pipe closed: the run loop saves and stops
+
+    def _print(self, text: str) -> None:
+        try:
+            self.console.print(text, highlight=False)
+        except BrokenPipeError:
+            self.closed, self.quiet = True, True
+            silence_closed_output(self.console.file)
 
     def begin(self, total: int, start: int, description: str) -> None:
         self._total, self._start, self._t0 = total, start, time.time()
@@ -47,7 +69,7 @@ class Reporter:
 
             self._task = self._progress.add_task(escape(description), total=total, completed=start, sps="", loss="")
         else:
-            self.console.print(f"{description}: steps {start}/{total}", highlight=False)
+            self._print(f"{description}: steps {start}/{total}")
 
     def step(self, step: int) -> None:
         if self._progress is not None:
@@ -63,9 +85,8 @@ class Reporter:
         done = step - self._start
         rate = done / max(1e-9, time.time() - self._t0)
         eta = (self._total - step) / rate if rate > 0 else 0
-        self.console.print(
-            f"step {step}/{self._total} epoch {epoch} {_fmt_metrics(metrics)} lr {lr:.3g} "
-            f"{sps:,.0f} samples/s eta {_fmt_eta(eta)}", highlight=False)
+        self._print(f"step {step}/{self._total} epoch {epoch} {_fmt_metrics(metrics)} lr {lr:.3g} "
+                    f"{sps:,.0f} samples/s eta {_fmt_eta(eta)}")
 
     def eval(self, step: int, split: str, metrics: dict) -> None:
         self.message(f"eval step {step} {split}: {_fmt_metrics(metrics)}")
@@ -76,7 +97,7 @@ class Reporter:
         if self._progress is not None:
             self._progress.console.print(text, highlight=False)
         else:
-            self.console.print(text, highlight=False)
+            self._print(text)
 
     def end(self) -> None:
         if self._progress is not None:

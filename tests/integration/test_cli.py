@@ -79,6 +79,19 @@ def test_missing_config_file_exits_2(airlab_cli, tmp_path, command):
     assert r.err_lines[1].startswith("hint:")
 
 
+def test_a_dataset_missing_offline_is_one_error_line_then_hint_then_details(airlab_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRLAB_OFFLINE", "1")
+    monkeypatch.setenv("AIRLAB_DATA_DIR", str(tmp_path / "data"))
+    r = airlab_cli("train", CONFIGS / "mlp.yaml", "--run-dir", tmp_path / "run")
+    assert r.code == 2, r.err
+    lines = r.err.splitlines()
+    assert lines[0].startswith("error: dataset 'mnist': 4 file(s) missing (") and "AIRLAB_OFFLINE is set" in lines[0]
+    assert str(tmp_path / "data") in lines[0]
+    assert lines[1].startswith("hint: download the files from one of the URLs below")
+    assert all(line.startswith("  ") for line in lines[2:]) and any("sha256 " in line for line in lines[2:])
+    assert "Traceback" not in r.err
+
+
 def test_train_with_no_arguments_exits_2(airlab_cli):
     r = airlab_cli("train")
     assert r.code == 2

@@ -69,3 +69,42 @@ def test_readme_has_two_quickstart_commands_and_ci_runs_the_test_one():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test_cmd in ci, "the README's test command must be exactly what .ci/run runs"
     assert (ROOT / "configs" / "quickstart.yaml").is_file()
+
+
+# -- the reader of the output goes away (`airlab ... | head`) ------------------------------------
+
+def _airlab(*argv, **kw) -> subprocess.Popen:
+    env = {**os.environ, "AIRLAB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    return subprocess.Popen([sys.executable, "-m", "airlab", *map(str, argv)], env=env, text=True, **kw)
+
+
+def test_a_closed_stdout_ends_a_command_quietly_with_141():
+    proc = _airlab("models", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before airlab writes anything
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141, err
+    assert err == "", err  # no traceback, no "Exception ignored" from the flush at exit
+
+
+def test_a_closed_stdout_saves_the_training_run_which_resumes_to_the_same_weights(tmp_path):
+    args = [ROOT / "configs/mlp.yaml", "data.name=shapes", "data.size=512", "data.limit=256", "model.hidden=[16]",
+            "train.epochs=null", "train.steps=300", "train.log_every=1", "train.checkpoint_every=1000"]
+    base = _airlab("train", *args, "--run-dir", tmp_path / "base", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert base.wait(timeout=300) == 0, base.stderr.read()
+
+    run_dir = tmp_path / "run"
+    proc = _airlab("train", *args, "--run-dir", run_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for _ in range(5):  # like `| head -5`
+        proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141, err
+    first = err.splitlines()[0]
+    assert first.startswith("error: the output pipe closed: stopped after step ") and "Traceback" not in err
+    saved = [int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*")]
+    assert len(saved) == 1 and 0 < saved[0] < 300 and f"checkpoints/step-{saved[0]}" in first
+
+    resumed = _airlab("train", "--resume", run_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    digest = lambda d: json.loads((d / "summary.json").read_text())["weights_sha256"]  # noqa: E731
+    assert digest(run_dir) == digest(tmp_path / "base")

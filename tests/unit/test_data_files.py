@@ -161,6 +161,9 @@ def test_offline_missing_files_is_one_clear_error(tmp_path):
     with pytest.raises(DataError) as info:
         load_dataset("mnist", path=str(empty))
     msg, hint = str(info.value), info.value.hint
+    first = info.value.message  # the error line: what, why and where, alone
+    assert "\n" not in first and first.startswith("dataset 'mnist': 4 file(s) missing (")
+    assert "AIRLAB_OFFLINE is set" in first and str(empty) in first
     for spec in mnist.MNIST_FILES:
         assert spec.name in msg and spec.sha256 in msg and spec.md5 in msg
         assert spec.urls[0] in msg and spec.urls[1] in msg
