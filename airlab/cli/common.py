@@ -7,6 +7,7 @@ import sys
 
 from rich.console import Console
 
+
 class PipeConsole(Console):
     """A rich Console that lets the CLI's error boundary handle a closed pipe (exit 141, quietly)
     instead of rich's own `SystemExit(1)`."""

@@ -14,11 +14,14 @@ def silence_closed_output(*streams) -> None:
     (default: stdout) at /dev/null so nothing more, not even Python's flush at exit, fails on
     the closed pipe."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    for stream in streams or (sys.stdout,):
-        try:
-            os.dup2(devnull, stream.fileno())
-        except (OSError, ValueError, AttributeError):  # not a real file (tests capture in memory)
-            pass
+    try:
+        for stream in streams or (sys.stdout,):
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (OSError, ValueError, AttributeError):  # not a real file (tests capture in memory)
+                pass
+    finally:
+        os.close(devnull)
 
 
 def _fmt_metrics(metrics: dict[str, float]) -> str:

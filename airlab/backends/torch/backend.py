@@ -237,7 +237,7 @@ class TorchBackend:
             norm = None
             if clip:
                 norm = torch.nn.utils.clip_grad_norm_(params, clip)  # the norm before clipping
-                probe = loss + norm
+                probe = loss.detach() + norm
             else:
                 # the cheapest full reduction: a sum is non-finite when any element is (or when the
                 # gradients are so large that it overflows, which is a divergence as well)
