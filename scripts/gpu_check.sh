@@ -50,7 +50,7 @@ else
     status doctor skipped
 fi
 
-# 3. the quick bench, with a plain torch.mm loop timed beside every matmul shape
+# 3. the quick bench, with a plain framework matmul loop timed beside every matmul shape
 timeout 150 "$PY" -m airlab bench --quick --json --verify >"$OUT/bench.json" 2>"$OUT/bench.err"
 rc=$?
 status bench "$rc"
@@ -110,10 +110,10 @@ for f in r["figures"]:
           f"{pct:>7}  {f['verdict']:10} {', '.join(f['marks'])}")
 rows = [(f, s) for f in r["figures"] for s in f.get("detail", {}).get("shapes", []) if s.get("plain")]
 if rows:
-    print("  --verify: bench vs plain torch.mm loop, same shapes, same run")
+    print("  --verify: bench vs a plain framework loop (torch.mm, tf.linalg.matmul), same shapes, same run")
     for f, s in rows:
         p = s["plain"]
-        print(f"    {f['name']:14} {f['device']:8} {s['m']}x{s['n']}x{s['k']:<6} bench {si(s['value'], 'FLOP/s'):>16}  "
+        print(f"    {f['name']:14} {f['device']:8} {f['backend'][:10]:10} {s['m']}x{s['n']}x{s['k']:<6} bench {si(s['value'], 'FLOP/s'):>16}  "
               f"plain {si(p['value'], 'FLOP/s'):>16}  ratio {p['ratio_bench_to_plain']:.3f} "
               f"(best {p.get('ratio_best', float('nan')):.3f})")
 for line in r.get("findings", []):

@@ -29,6 +29,8 @@ FRAMEWORK_MODULE = {"torch": "torch", "tensorflow": "tensorflow"}
 class BenchWorkload(Protocol):
     clock: Clock
     flush: Callable[[], None] | None  # evicts the device cache between timed iterations, or None
+    # optional: `min_window_s` (float | None) makes a host-clocked GPU workload time several iterations
+    # per window; `notes` (tuple of str) go into the figure's notes
 
     def run(self) -> None: ...
 
@@ -60,7 +62,9 @@ class BenchBackend(Protocol):
         """Seconds per product of a plain framework loop (for --verify), one value per round."""
 
     def allreduce(self, devices: list[str], nbytes: int, *, warmup: int, repeats: int) -> dict:
-        """{'seconds': [per repeat], 'per_rank_seconds': {device: median}} for a sum all-reduce."""
+        """{'seconds': [per repeat], 'per_rank_seconds': {device: median}} for a sum all-reduce.
+        Optional: a backend without it (or with `allreduce = None`) has its all-reduce skipped, with
+        the reason."""
 
 
 def framework_installed(name: str) -> bool:

@@ -111,11 +111,12 @@ def calibrate_inner(seconds_per_iteration: float, min_window_s: float, max_inner
 def measure(run: Callable[[], None], clock: Clock, *, warmup: int = 2, repeats: int = 5,
             min_window_s: float = 0.0, flush: Callable[[], None] | None = None,
             inner: int | None = None, on_window: Callable[[], Any] | None = None,
-            budget_s: float | None = None, min_repeats: int = 3) -> Stats:
+            budget_s: float | None = None, min_repeats: int = 3, warmup_s: float = 0.0) -> Stats:
     """Time `run` (one iteration) and return seconds per iteration over `repeats` windows.
 
     Warm-up iterations are run first (at least one, which also calibrates `inner` unless it is
-    given). With `flush`, the cache is flushed before every timed iteration, outside the window,
+    given), `warmup` of them and then more until `warmup_s` seconds of warm-up have passed (a
+    framework's first products in a process run slower: thread pools, kernel caches, first touch). With `flush`, the cache is flushed before every timed iteration, outside the window,
     and `inner` is 1. Without a fixed `inner`, it is recalibrated after every window from that
     window's time, so a machine that slows down mid-way does not stretch the run. With
     `budget_s`, timing stops once that many seconds have passed and `min_repeats` are done.
@@ -125,7 +126,8 @@ def measure(run: Callable[[], None], clock: Clock, *, warmup: int = 2, repeats: 
     if repeats < 1:
         raise ValueError(f"Expected `repeats` >= 1. Received: repeats={repeats}")
     warm_t = float("inf")
-    for _ in range(max(1, warmup)):
+    warm_start, done = time.perf_counter(), 0
+    while done < max(1, warmup) or time.perf_counter() - warm_start < warmup_s:
         if flush is not None:
             flush()
         a = clock.start()
@@ -133,6 +135,7 @@ def measure(run: Callable[[], None], clock: Clock, *, warmup: int = 2, repeats: 
         b = clock.stop()
         clock.finish()
         warm_t = clock.elapsed(a, b)  # the last warm-up iteration: the most representative
+        done += 1
     adaptive = inner is None and flush is None
     if flush is not None:
         inner = 1

@@ -24,6 +24,7 @@ class Plan:
     cpu_shapes: tuple[tuple[int, int, int], ...]
     gpu_shapes: tuple[tuple[int, int, int], ...]
     warmup: int = 2
+    warmup_s: float = 0.25  # CPU: warm-up lasts at least this long (first products in a process run slower)
     repeats: int = 5
     min_window_s: float = 0.05  # per timed repeat on the CPU (GPU iterations are timed one by one)
     budget_s: float = 1.5  # timing of one shape or copy stops after this once 3 repeats are done
@@ -61,7 +62,7 @@ FULL = Plan(
     name="full",
     cpu_shapes=_grid([1024, 2048, 3072]),
     gpu_shapes=_grid([4096, 8192, 12288, 16384]),
-    warmup=3, repeats=7, min_window_s=0.2, budget_s=20.0, gpu_warmup=10, gpu_repeats=30,
+    warmup=3, warmup_s=0.5, repeats=7, min_window_s=0.2, budget_s=20.0, gpu_warmup=10, gpu_repeats=30,
     cpu_copy_bytes=512 * MiB, gpu_copy_bytes=4 * GiB, host_copy_bytes=1 * GiB, allreduce_bytes=1 * GiB,
     allreduce_repeats=20, train_warmup_steps=5, train_repeats=5, train_window_s=5.0, train_budget_s=20.0,
     train_all_devices=True,

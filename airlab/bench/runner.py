@@ -199,6 +199,14 @@ class _Run:
             notes=[*(record.notes if record else []), *notes], telemetry=record.as_dict() if record else None,
             detail=detail or {})
 
+    def _min_window(self, workload, gpu: bool) -> float:
+        """Seconds a timed window lasts at least: the plan's on the CPU; on a GPU one iteration per window
+        (device events time it), unless the workload is host-clocked and asks for longer windows."""
+        asked = getattr(workload, "min_window_s", None)
+        if asked is not None:
+            return asked
+        return 0.0 if gpu else self.plan.min_window_s
+
     def _window(self, device: dict, cpu_bound: bool | None = None):
         gpu = device["kind"] == "gpu"
         return self.telemetry.window(device["id"] if gpu else None,
@@ -222,11 +230,13 @@ class _Run:
                 self.skip(f"matmul/{bench.name}/{device['id']}/{dtype} {m}x{n}x{k}", f"{type(e).__name__}: {e}")
                 continue
             window = self._window(device)
+            notes = list(getattr(wl, "notes", ()))
             try:
                 stats = measure(wl.run, wl.clock, warmup=p.gpu_warmup if gpu else p.warmup,
                                 repeats=p.gpu_repeats if gpu else p.repeats,
-                                min_window_s=0.0 if gpu else p.min_window_s, flush=wl.flush,
-                                on_window=lambda: window, budget_s=None if gpu else p.budget_s)
+                                min_window_s=self._min_window(wl, gpu), flush=wl.flush,
+                                on_window=lambda: window, budget_s=None if gpu else p.budget_s,
+                                warmup_s=0.0 if gpu else p.warmup_s)
             finally:
                 wl.close()
             flops = arithmetic.matmul_flops(m, n, k)
@@ -246,10 +256,10 @@ class _Run:
                                 "ratio_best": min(plain) / stats.min}
             rows.append(row)
             if best is None or value > best[0]:
-                best = (value, (m, n, k), stats, window)
+                best = (value, (m, n, k), stats, window, notes)
         if best is None:
             return []
-        value, (m, n, k), stats, window = best
+        value, (m, n, k), stats, window, notes = best
         if gpu:
             entry = self.devices[device["id"]].get("_peak_entry")
             peak = peaks.gpu_matmul_peak(entry, dtype)
@@ -263,7 +273,7 @@ class _Run:
                 "arithmetic_intensity": arithmetic.arithmetic_intensity(m, n, k, dtype), "dtype": dtype}
         return [self._figure(suite="matmul", key=dtype, name=label, backend=bench.name, device=device["id"],
                              value=value, unit="FLOP/s", stats=stats, work=work, peak=peak, peak_source=source,
-                             expected=expected, window=window,
+                             expected=expected, window=window, notes=notes,
                              detail={"best_shape": [m, n, k], "shapes": rows})]
 
     def memory(self, bench, device: dict, kind: str) -> list[Figure]:
@@ -279,17 +289,17 @@ class _Run:
         self.progress.start(f"copy {kind} {nbytes / 2**20:,.0f} MiB on {device['id']} ({bench.name})")
         wl = bench.copy(device["id"], kind, nbytes, p.seed)
         window = self._window(device)
+        notes = list(getattr(wl, "notes", ()))
         try:
             stats = measure(wl.run, wl.clock, warmup=p.gpu_warmup if gpu else p.warmup,
                             repeats=p.gpu_repeats if gpu else p.repeats,
-                            min_window_s=0.0 if gpu else p.min_window_s, flush=wl.flush, on_window=lambda: window,
-                            budget_s=None if gpu else p.budget_s)
+                            min_window_s=self._min_window(wl, gpu), flush=wl.flush, on_window=lambda: window,
+                            budget_s=None if gpu else p.budget_s, warmup_s=0.0 if gpu else p.warmup_s)
         finally:
             wl.close()
         counted = arithmetic.copy_bytes(nbytes, kind)
         value = arithmetic.rate(counted, stats.median)
         peak = source = expected = None
-        notes = []
         if kind == "d2d":
             entry = self.devices[device["id"]].get("_peak_entry")
             peak = peaks.gpu_memory_peak(entry)
@@ -379,7 +389,11 @@ class _Run:
                         jobs.append(_Job(f"copy {kind} {d['id']}", lambda b=bench, d=d, k=kind: self.memory(b, d, k)))
             gpus = [d for d in selected if d["kind"] == "gpu"]
             if "interconnect" in p.suites and len(gpus) >= 2:
-                jobs.append(_Job(f"all-reduce {len(gpus)} GPUs", lambda b=bench, g=gpus: self.allreduce(b, g)))
+                if getattr(bench, "allreduce", None) is not None:
+                    jobs.append(_Job(f"all-reduce {len(gpus)} GPUs", lambda b=bench, g=gpus: self.allreduce(b, g)))
+                else:
+                    self.skip(f"all-reduce on {name}", f"the {name} bench has no all-reduce (the torch one measures "
+                                                       "it through torch.distributed and NCCL)")
         if "training" in p.suites:
             train_devices = select_devices(primary.devices(), self.o.device)
             if not p.train_all_devices:
@@ -488,7 +502,10 @@ class _Run:
             "statistic": STATISTIC,
             "timing": {"cpu": "host perf_counter after a device synchronize",
                        "gpu": "CUDA events on the current stream, one synchronize after the repeats; L2 flushed "
-                              "(a write of twice its size) before every timed iteration, outside the events"},
+                              "(a write of twice its size) before every timed iteration, outside the events",
+                       "gpu_host_clocked": "backends without device events (tensorflow): host perf_counter around "
+                                           "back-to-back iterations, devices synchronized before each reading, "
+                                           "L2 not flushed (said in the figure's notes)"},
             "data": "random normal (never zeros); warm-up iterations before timing",
             "conventions": arithmetic.CONVENTIONS,
             "verdicts": {"suspicious": "above 100 % of the theoretical peak, or not a positive finite value",

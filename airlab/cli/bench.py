@@ -133,13 +133,14 @@ def _verify_table(report):
 
     table = Table(title="--verify: the bench's matmul beside a plain loop of the same shapes, same run "
                         "(medians; and fastest window / fastest round)", title_justify="left")
-    for col in ("dtype", "device", "shape (MxNxK)", "bench", "plain loop", "bench / plain", "best / best"):
-        table.add_column(col, justify="left" if col in ("dtype", "device", "shape (MxNxK)") else "right")
+    left = ("dtype", "device", "backend", "shape (MxNxK)")
+    for col in (*left, "bench", "plain loop", "bench / plain", "best / best"):
+        table.add_column(col, justify="left" if col in left else "right")
     for f in report.figures:
         for row in f.detail.get("shapes", []):
             plain = row.get("plain")
             if plain:
-                table.add_row(f.work.get("dtype", ""), f.device, f"{row['m']}x{row['n']}x{row['k']}",
+                table.add_row(f.work.get("dtype", ""), f.device, f.backend, f"{row['m']}x{row['n']}x{row['k']}",
                               _si(row["value"], "FLOP/s"), _si(plain["value"], "FLOP/s"),
                               f"{plain['ratio_bench_to_plain']:.3f}", f"{plain.get('ratio_best', float('nan')):.3f}")
     return table

@@ -196,7 +196,7 @@ FAKE_CLOCK = {"single_core_mhz": 3100.0, "all_core_mhz": 3000.0, "threads": 2, "
 # A plan small enough for milliseconds of real work (and microseconds of virtual time).
 TINY = QUICK.with_(
     cpu_shapes=((64, 64, 64), (128, 128, 128)), gpu_shapes=((1024, 1024, 1024), (2048, 2048, 2048)),
-    warmup=1, repeats=3, min_window_s=0.0, budget_s=5.0, gpu_warmup=1, gpu_repeats=3,
+    warmup=1, warmup_s=0.0, repeats=3, min_window_s=0.0, budget_s=5.0, gpu_warmup=1, gpu_repeats=3,
     cpu_copy_bytes=2**20, gpu_copy_bytes=2**24, host_copy_bytes=2**22, allreduce_bytes=2**24, allreduce_repeats=3,
     train_models=("mlp",), shapes_size=256, pycorpus_size=5000, train_warmup_steps=1, train_repeats=3,
     train_window_s=0.03, train_budget_s=2.0)

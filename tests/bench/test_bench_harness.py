@@ -152,6 +152,24 @@ def test_a_machine_that_slows_down_gets_shorter_windows_and_the_budget_stops_tim
     assert stats.repeats == 3
 
 
+def test_warmup_lasts_at_least_warmup_s_and_the_timing_starts_after_it():
+    calls = []
+
+    def run():
+        calls.append(time.perf_counter())
+        time.sleep(0.005)
+
+    t0 = time.perf_counter()
+    stats = measure(run, WallClock(), warmup=1, repeats=2, inner=1, warmup_s=0.1)
+    warm = len(calls) - 2
+    assert warm >= 2, "one 5 ms warm-up iteration cannot fill 0.1 s"
+    assert calls[warm] - t0 >= 0.1  # the first timed iteration starts once the warm-up time is spent
+    assert stats.repeats == 2
+    calls.clear()
+    measure(run, WallClock(), warmup=3, repeats=1, inner=1)  # no warmup_s: the count alone
+    assert len(calls) == 3 + 1
+
+
 def test_repeats_must_be_positive():
     with pytest.raises(ValueError, match="repeats"):
         measure(lambda: None, WallClock(), repeats=0)

@@ -169,3 +169,34 @@ def test_a_backend_without_a_bench_module_is_still_trained_on_the_cpu():
                        telemetry_factory=lambda gpus: Telemetry(gpus))
     assert [f.id for f in report.figures] == ["training/torch/cpu/mlp"]
     assert report.skipped[0]["what"] == "matmul/memory on torch" and "no bench module" in report.skipped[0]["reason"]
+
+
+def test_a_host_clocked_backend_times_several_iterations_per_window_and_says_so(fake_run):
+    """A backend without device events (TensorFlow) asks for longer GPU windows; its notes reach the
+    figure, and a bench without an all-reduce has it skipped with the reason."""
+    from bench_fakes import FakeWorkload
+
+    class HostClocked(FakeBench):
+        name = "tensorflow"
+        allreduce = None  # this backend has none
+
+        def _host(self, wl):
+            wl.flush, wl.min_window_s, wl.notes = None, 0.001, ("host clock, L2 not flushed",)
+            return wl
+
+        def matmul(self, device, dtype, m, n, k, seed):
+            return self._host(super().matmul(device, dtype, m, n, k, seed)) if device != "cpu" else \
+                super().matmul(device, dtype, m, n, k, seed)
+
+        def copy(self, device, kind, nbytes, seed):
+            return self._host(super().copy(device, kind, nbytes, seed))
+
+    report, bench = fake_run(bench=HostClocked(), backend="tensorflow", device="cuda")
+    mm = by_id(report)["matmul/tensorflow/cuda:0/bf16"]
+    assert mm.stats["inner"] > 1 and "host clock, L2 not flushed" in mm.notes
+    assert mm.verdict == "ok"  # judged against the same datasheet peak
+    assert all(w.flushes == 0 for w in bench.workloads if isinstance(w, FakeWorkload))
+    assert "host clock, L2 not flushed" in by_id(report)["memory/tensorflow/cuda:1/d2d"].notes
+    assert not [f for f in report.figures if f.suite == "interconnect"]
+    assert any(s["what"] == "all-reduce on tensorflow" and "torch.distributed" in s["reason"]
+               for s in report.skipped)
