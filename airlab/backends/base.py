@@ -66,6 +66,14 @@ class Backend(Protocol):
     def pop_train_metrics(self) -> dict[str, float]:
         """Mean training metrics since the last call (forces a device sync)."""
 
+    def train_metrics_state(self) -> dict:
+        """The running sums behind pop_train_metrics, for a checkpoint: {"count": n, "sums": {name:
+        float}, "dtypes": {name: str}} (float32 sums are exact in JSON). Restored on resume, the first
+        training metrics a resumed run logs equal those of the same run uninterrupted."""
+
+    def restore_train_metrics(self, state: dict) -> None:
+        """Continue the running sums saved by train_metrics_state."""
+
     def evaluate(self, split: str) -> dict[str, float]:
         """Task metrics over a whole split ("val" or "test")."""
 

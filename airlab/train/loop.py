@@ -244,6 +244,9 @@ class Trainer:
         return {
             **state,
             "epoch": state["step"] // self.plan.steps_per_epoch,
+            # the training metrics summed since the last log line: the resumed run's first line equals
+            # the uninterrupted run's even when log_every does not divide checkpoint_every
+            "train_metrics": self.backend.train_metrics_state(),
             "rng": {
                 "python": [py_state[0], list(py_state[1]), py_state[2]],
                 "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
@@ -296,6 +299,8 @@ class Trainer:
             self._restore_rng(saved, skip)
             if "counters" not in skip:
                 state.update({k: saved[k] for k in state if k in saved})
+                if saved.get("train_metrics"):  # absent in checkpoints of earlier airlab versions
+                    self.backend.restore_train_metrics(saved["train_metrics"])
             self.backend.grad_accum = state["grad_accum"]
             self._last_ckpt = self.resume_from
             self._truncate_metrics(state["step"])

@@ -339,6 +339,23 @@ class TensorFlowBackend:
         self._acc_n.assign(0)
         return out
 
+    def train_metrics_state(self) -> dict:
+        n = 0 if self._acc is None else int(self._acc_n.numpy())
+        if not n:
+            return {"count": 0, "sums": {}, "dtypes": {}}
+        return {"count": n, "sums": {k: float(v.numpy()) for k, v in self._acc.items()},
+                "dtypes": {k: "float32" for k in self._acc}}
+
+    def restore_train_metrics(self, state: dict) -> None:
+        if not state.get("count"):
+            return
+        if self._acc is None:
+            with tf.device(self.tf_device):
+                self._acc = {k: tf.Variable(0.0, dtype=tf.float32, trainable=False) for k in self._metric_names()}
+        for k, v in state["sums"].items():
+            self._acc[k].assign(v)
+        self._acc_n.assign(int(state["count"]))
+
     def _make_eval(self, split: str):
         def run(idx, seed):
             x, y = self._batch(split, idx)

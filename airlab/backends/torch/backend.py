@@ -279,6 +279,19 @@ class TorchBackend:
         self._acc, self._acc_n = {}, 0
         return out
 
+    def train_metrics_state(self) -> dict:
+        if not self._acc_n:
+            return {"count": 0, "sums": {}, "dtypes": {}}
+        keys = list(self._acc)
+        values = torch.stack([self._acc[k].double() for k in keys]).cpu().tolist()  # exact for float32/bf16
+        return {"count": self._acc_n, "sums": dict(zip(keys, values)),
+                "dtypes": {k: str(self._acc[k].dtype).removeprefix("torch.") for k in keys}}
+
+    def restore_train_metrics(self, state: dict) -> None:
+        self._acc = {k: torch.tensor(v, dtype=getattr(torch, state["dtypes"][k]), device=self.torch_device)
+                     for k, v in state["sums"].items()}
+        self._acc_n = int(state["count"])
+
     @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, float]:
         x_all, _ = self._splits[split]
