@@ -93,6 +93,15 @@ def _load_data(config):
     return dataset
 
 
+class _StopNow(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM, raised from the handler: a BaseException, so no `except Exception`
+    on the way holds it up."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class _Signals:
     """First SIGINT/SIGTERM: finish the step, save, exit 130/143. A second one: stop at once."""
 
@@ -108,8 +117,8 @@ class _Signals:
 
     def _handle(self, signum, frame):
         if self.received is not None:
-            signal.signal(signum, signal.SIG_DFL)
-            raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)  # a third one ends the process
+            raise _StopNow(signum)
         self.received = signum
 
     def __exit__(self, *exc):
@@ -317,8 +326,16 @@ class Trainer:
         log = rundir.MetricsLog(self.run_dir / "metrics.jsonl")
         wall0 = time.time()
         try:
-            with _Signals() as signals:
-                self._loop(state, log, signals)
+            try:
+                with _Signals() as signals:
+                    self._loop(state, log, signals)
+            except _StopNow as e:
+                name = signal.Signals(e.signum).name
+                raise Interrupted(
+                    e.signum, f"{name} received again: stopped at once after step {state['step']}; "
+                              f"the newest checkpoint is {self._last_ckpt or 'none (nothing saved)'}",
+                    hint=f"continue with: airlab train --resume {self.run_dir}" if self._last_ckpt else
+                    "no checkpoint was saved yet: start the run again") from None
             result = self._finish(state, log, wall0)
         finally:
             self.reporter.end()

@@ -122,3 +122,25 @@ def test_a_closed_stdout_saves_the_training_run_which_resumes_to_the_same_weight
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     digest = lambda d: json.loads((d / "summary.json").read_text())["weights_sha256"]  # noqa: E731
     assert digest(run_dir) == digest(tmp_path / "base")
+
+
+def test_every_test_the_readme_reliability_table_names_exists():
+    """The Reliability section promises 'proved by' these tests: each must exist (a rename would
+    otherwise leave a promise pointing at nothing)."""
+    section = (ROOT / "README.md").read_text().split("## Reliability", 1)[1].split("\n## ", 1)[0]
+    defined = set()
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        defined |= set(re.findall(r"^def (test_\w+)", path.read_text(), re.M))
+    named = re.findall(r"`([^`]*test_[^`]*)`", section)
+    assert len(named) > 15, named
+    for token in named:
+        path, _, name = token.rpartition("::")
+        if path:
+            assert (ROOT / path).is_file() or list((ROOT / "tests").rglob(Path(path).name)), token
+        if name.endswith(".py") or not name.startswith("test_"):  # a file, not a test
+            assert (ROOT / token).is_file() or list((ROOT / "tests").rglob(Path(token).name)), token
+            continue
+        if name.endswith("*"):
+            assert any(d.startswith(name[:-1]) for d in defined), token
+        else:
+            assert name in defined, f"the README names {token}, which no test defines"

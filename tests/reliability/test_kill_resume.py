@@ -105,7 +105,7 @@ def test_kill_9_between_checkpoints_then_resume_is_bitwise_identical(case, basel
     assert digest(run_dir) == baseline(case)
 
 
-@pytest.mark.parametrize("case", ["mlp", "transformer"])
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_kill_9_then_resume_is_bitwise_identical_on_tensorflow(case, baseline, airlab_cli, tmp_path):
     """The same promise on the TensorFlow backend, with op determinism on."""
     pytest.importorskip("tensorflow", reason="the tensorflow backend is not installed")
@@ -221,9 +221,76 @@ def test_a_signal_during_evaluation_still_saves_that_step(baseline, airlab_cli, 
     assert digest(run_dir) == baseline("mlp", *extra)
 
 
-def test_a_failed_write_keeps_the_previous_checkpoint_and_resume_is_exact(baseline, airlab_cli, tmp_path):
+BACKEND_CLASSES = {"torch": "airlab.backends.torch.backend:TorchBackend",
+                   "tensorflow": "airlab.backends.tensorflow.backend:TensorFlowBackend"}
+
+
+def _signal_in_evaluate(monkeypatch, backend: str, at_call: int, times: int):
+    """Patch the backend's evaluate to send itself SIGTERM `times` times after its `at_call`-th call."""
+    import importlib
+
+    module, name = BACKEND_CLASSES[backend].split(":")
+    cls = getattr(importlib.import_module(module), name)
+    evaluate, calls = cls.evaluate, []
+
+    def evaluate_then_signal(self, split):
+        result = evaluate(self, split)
+        calls.append(split)
+        if len(calls) == at_call:
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(cls, "evaluate", evaluate_then_signal)
+    return lambda: monkeypatch.setattr(cls, "evaluate", evaluate)
+
+
+@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+def test_sigterm_then_resume_on_each_backend(backend, baseline, airlab_cli, tmp_path, monkeypatch):
+    """Promise 4 on both backends: one SIGTERM finishes the step, saves it, exits 143; the resumed
+    run is bitwise equal to the uninterrupted one (TensorFlow: op determinism on)."""
+    if backend == "tensorflow":
+        pytest.importorskip("tensorflow", reason="the tensorflow backend is not installed")
+    extra = ("train.checkpoint_every=100", "train.eval_every=3", f"backend={backend}", "train.deterministic=true")
+    restore = _signal_in_evaluate(monkeypatch, backend, at_call=2, times=1)  # after step 6
     run_dir = tmp_path / "run"
-    r = spawn(*argv("mlp", run_dir), env={**ONE_THREAD, "AIRLAB_FAULT": "fail_write_at_save:8"})
+    r = airlab_cli(*argv("mlp", run_dir, *extra))
+    assert r.code == 143, r.err
+    assert "SIGTERM received: stopped after step 6 and saved" in r.err
+    assert steps(run_dir) == [6]
+    restore()
+    assert airlab_cli("train", "--resume", run_dir).code == 0
+    assert digest(run_dir) == baseline("mlp", *extra)
+
+
+@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+def test_a_second_signal_stops_at_once_and_the_run_resumes_from_the_last_checkpoint(backend, baseline, airlab_cli,
+                                                                                  tmp_path, monkeypatch):
+    """The second SIGTERM does not wait for the save: exit 143 at once, the step not saved, the
+    newest checkpoint named; resuming from it gives the uninterrupted run's weights."""
+    if backend == "tensorflow":
+        pytest.importorskip("tensorflow", reason="the tensorflow backend is not installed")
+    extra = ("train.checkpoint_every=4", "train.eval_every=3", f"backend={backend}", "train.deterministic=true")
+    restore = _signal_in_evaluate(monkeypatch, backend, at_call=2, times=2)  # evaluation after step 6
+    run_dir = tmp_path / "run"
+    r = airlab_cli(*argv("mlp", run_dir, *extra))
+    assert r.code == 143, r.err
+    first = r.err.strip().splitlines()[-2]  # the error line, then the hint
+    assert first.startswith("error: SIGTERM received again: stopped at once after step 6"), r.err
+    assert "checkpoints/step-4" in first and f"airlab train --resume {run_dir}" in r.err
+    assert steps(run_dir) == [4]  # step 6 was not saved
+    restore()
+    assert airlab_cli("train", "--resume", run_dir).code == 0
+    assert digest(run_dir) == baseline("mlp", *extra)
+
+
+@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+def test_a_failed_write_keeps_the_previous_checkpoint_and_resume_is_exact(backend, baseline, airlab_cli, tmp_path):
+    if backend == "tensorflow":
+        pytest.importorskip("tensorflow", reason="the tensorflow backend is not installed")
+    extra = ("backend=tensorflow", "train.deterministic=true") if backend == "tensorflow" else ()
+    run_dir = tmp_path / "run"
+    r = spawn(*argv("mlp", run_dir, *extra), env={**ONE_THREAD, "AIRLAB_FAULT": "fail_write_at_save:8"})
     assert r.code == 4, r.err
     first = r.err.splitlines()[0]
     assert first.startswith("error: could not save checkpoint step-8") and "No space left on device" in first
@@ -231,7 +298,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_resume_is_exact(baseli
     assert steps(run_dir) == [4] and ckpt.verify(run_dir / "checkpoints" / "step-4") is None
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))
     assert airlab_cli("train", "--resume", run_dir).code == 0
-    assert digest(run_dir) == baseline("mlp")
+    assert digest(run_dir) == baseline("mlp", *extra)
 
 
 # -- negative controls: each part of the state matters -------------------------------------------
