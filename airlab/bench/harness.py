@@ -115,8 +115,9 @@ def measure(run: Callable[[], None], clock: Clock, *, warmup: int = 2, repeats: 
     """Time `run` (one iteration) and return seconds per iteration over `repeats` windows.
 
     Warm-up iterations are run first (at least one, which also calibrates `inner` unless it is
-    given), `warmup` of them and then more until `warmup_s` seconds of warm-up have passed (a
-    framework's first products in a process run slower: thread pools, kernel caches, first touch). With `flush`, the cache is flushed before every timed iteration, outside the window,
+    given): `warmup` of them, then more until `warmup_s` seconds of warm-up have passed (a
+    framework's first products in a process run slower: thread pools, kernel caches, first
+    touch). With `flush`, the cache is flushed before every timed iteration, outside the window,
     and `inner` is 1. Without a fixed `inner`, it is recalibrated after every window from that
     window's time, so a machine that slows down mid-way does not stretch the run. With
     `budget_s`, timing stops once that many seconds have passed and `min_repeats` are done.

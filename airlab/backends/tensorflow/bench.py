@@ -34,7 +34,7 @@ DTYPES = {"fp32": tf.float32, "tf32": tf.float32, "bf16": tf.bfloat16, "fp16": t
 GPU_MIN_WINDOW_S = 0.02
 GPU_TIMING_NOTE = ("tensorflow on a GPU: host clock around back-to-back iterations with the devices synchronized "
                    "(TensorFlow has no CUDA events); the L2 is not flushed between iterations")
-CPU_COPY_NOTE = "tensorflow DeepCopy into a freshly allocated buffer (TensorFlow has no in-place copy)"
+COPY_NOTE = "tensorflow DeepCopy into a freshly allocated buffer (TensorFlow has no in-place copy)"
 
 
 def gpu_matmul_dtypes(capability: tuple[int, int] | None) -> list[str]:
@@ -162,7 +162,7 @@ class TensorFlowBench:
             with tf.device(dev):
                 tensors[1:] = [tf.raw_ops.DeepCopy(x=src)]  # kept until the next copy: checkable
 
-        return _Workload(dev, run, tensors, notes=(CPU_COPY_NOTE,) if kind == "cpu" else ())
+        return _Workload(dev, run, tensors, notes=(COPY_NOTE,))
 
     def plain_matmul_seconds(self, device: str, dtype: str, m: int, n: int, k: int, *, iters: int,
                              rounds: int) -> list[float]:
