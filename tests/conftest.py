@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import socket
 import subprocess
@@ -126,6 +127,21 @@ def spawn(*argv: str | os.PathLike, env: dict | None = None, code: str | None = 
     cmd += [str(a) for a in argv]
     proc = subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def last_train_step(metrics: Path) -> int:
+    """The step of the newest complete train record in a run's metrics.jsonl (0 before the first).
+    Validation records share the step of the train record before them: count steps, not lines."""
+    if not metrics.exists():
+        return 0
+    for line in reversed(metrics.read_text().splitlines()):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the line being written right now
+            continue
+        if record.get("split") == "train":
+            return record["step"]
+    return 0
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import last_train_step
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,25 +26,13 @@ def _start(run_dir: Path, tmp_path: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
 
 
-def _last_train_step(text: str) -> int:
-    """The step of the newest complete train record (val records share their step: count steps, not lines)."""
-    for line in reversed(text.splitlines()):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # the line being written right now
-            continue
-        if record.get("split") == "train":
-            return record["step"]
-    return 0
-
-
 def _wait_for_steps(run_dir: Path, proc: subprocess.Popen, steps: int, timeout: float = 120) -> None:
     metrics = run_dir / "metrics.jsonl"
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"training exited early: {proc.communicate()}")
-        if metrics.exists() and _last_train_step(metrics.read_text()) >= steps:
+        if last_train_step(metrics) >= steps:
             return
         time.sleep(0.1)
     proc.kill()

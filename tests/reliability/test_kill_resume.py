@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIGS, PYCORPUS_TINY, SHAPES_TINY, spawn
+from conftest import CONFIGS, PYCORPUS_TINY, SHAPES_TINY, last_train_step, spawn
 from airlab.train import checkpoint as ckpt
 
 # 12 steps, a checkpoint every 4; train metrics logged at the same cadence
@@ -51,21 +51,6 @@ def argv(case: str, run_dir: Path, *extra: str) -> list[str]:
 
 def digest(run_dir: Path) -> str:
     return json.loads((run_dir / "summary.json").read_text())["weights_sha256"]
-
-
-def last_train_step(metrics: Path) -> int:
-    """The step of the newest complete train record in metrics.jsonl (0 before the first)."""
-    if not metrics.exists():
-        return 0
-    lines = metrics.read_text().splitlines()
-    for line in reversed(lines):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line being written right now
-            continue
-        if record.get("split") == "train":
-            return record["step"]
-    return 0
 
 
 def steps(run_dir: Path) -> list[int]:
