@@ -121,7 +121,7 @@ def plan_fix(facts: dict, backend: str) -> str:
 # --- system -------------------------------------------------------------------------------------
 
 
-def system_checks(facts: dict) -> list[Check]:
+def system_checks(facts: dict, compat: Compat) -> list[Check]:
     s = facts.get("system", {})
     out = []
     out.append(ok("system.os", f"{s.get('distro') or s.get('os')} (kernel {s.get('kernel')}, {s.get('machine')})"))
@@ -133,6 +133,13 @@ def system_checks(facts: dict) -> list[Check]:
     elif wsl.get("version") == 1:
         out.append(fail("system.wsl", "WSL 1 has no GPU support",
                         "in Windows: wsl --set-version <distro> 2"))
+    elif wsl.get("dxg") is False:  # None: facts from before this check
+        build = compat.tf_rules["wsl2_min_windows_build"]
+        out.append(fail("system.wsl", "WSL2 without /dev/dxg: no GPU can reach this WSL (GPU paravirtualization "
+                        f"needs Windows build >= {build}, i.e. Windows 10 21H2 or Windows 11, and a current WSL "
+                        "kernel)",
+                        f"in Windows: update Windows to build >= {build} (`winver` shows it), then `wsl --update` "
+                        "and `wsl --shutdown`"))
     elif wsl.get("linux_libcuda"):
         out.append(fail("system.wsl", f"a Linux libcuda ({', '.join(wsl['linux_libcuda'])}) shadows WSL's "
                         f"/usr/lib/wsl/lib/libcuda.so.1: a Linux NVIDIA driver was installed inside WSL",
@@ -772,7 +779,7 @@ def evaluate(facts: dict, backends: tuple[str, ...] | list[str] = ("torch", "ten
     """Every check for these facts, in section order. `explicit`: the user asked for these backends
     by name (--backend torch), so a missing one fails instead of warning."""
     compat = compat or load()
-    checks = system_checks(facts) + gpu_checks(facts, compat) + cuda_checks(facts)
+    checks = system_checks(facts, compat) + gpu_checks(facts, compat) + cuda_checks(facts)
     if "torch" in backends:
         checks += torch_checks(facts, compat, explicit)
     if "tensorflow" in backends:

@@ -68,6 +68,9 @@ def detect_wsl(root: Path, kernel_release: str) -> dict | None:
         "kernel": osrelease,
         "wsl_lib_dir": str(Path("/") / "usr/lib/wsl/lib") if wsl_lib.is_dir() else None,
         "wsl_libcuda": (wsl_lib / "libcuda.so.1").exists() or (wsl_lib / "libcuda.so").exists(),
+        # the GPU paravirtualization device: present when Windows (build >= 19044) and the WSL kernel
+        # can pass a GPU through at all, whatever its vendor
+        "dxg": (root / "dev/dxg").exists(),
         # a Linux driver installed inside WSL puts its own libcuda here and shadows the WSL one
         "linux_libcuda": linux_libcuda,
     }

@@ -311,6 +311,10 @@ def test_system_facts_in_a_fake_wsl_container(tmp_path):
     assert s["container"] == "docker" and s["distro"] == "Ubuntu 24.04.1 LTS"
     assert s["wsl"]["version"] == 2 and s["wsl"]["wsl_libcuda"]
     assert s["wsl"]["linux_libcuda"] == ["/usr/lib/x86_64-linux-gnu/libcuda.so.1"]
+    assert s["wsl"]["dxg"] is False  # no /dev/dxg under this fake root
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "dxg").write_text("")
+    assert probe_system(root=tmp_path, env={"HOME": str(tmp_path)}, cwd=tmp_path)["wsl"]["dxg"] is True
     assert s["cpu"]["model"] == "Fake CPU" and s["cpu"]["flags"]["avx512f"] and not s["cpu"]["flags"]["avx512_bf16"]
     assert s["disk"]["data_cache"]["path"] == str(tmp_path / "data") and s["disk"]["data_cache"]["free_bytes"] > 0
     f = cpu_machine()

@@ -46,7 +46,7 @@ def blackwell_with_cu126():
 def wsl2_linux_driver_inside():
     f = gpu_machine(driver="572.61", cuda="12.8")
     f["system"]["wsl"] = {"version": 2, "kernel": "5.15.167.4-microsoft-standard-WSL2",
-                          "wsl_lib_dir": "/usr/lib/wsl/lib", "wsl_libcuda": True,
+                          "wsl_lib_dir": "/usr/lib/wsl/lib", "wsl_libcuda": True, "dxg": True,
                           "linux_libcuda": ["/usr/lib/x86_64-linux-gnu/libcuda.so.1"]}
     return f
 
@@ -60,6 +60,13 @@ def wsl2_healthy():
 def wsl2_without_libcuda():
     f = wsl2_healthy()
     f["system"]["wsl"]["wsl_libcuda"] = False
+    return f
+
+
+def wsl2_on_old_windows():
+    # Windows 10 before 21H2: no GPU paravirtualization, so no /dev/dxg (and no WSL libcuda either)
+    f = wsl2_without_libcuda()
+    f["system"]["wsl"]["dxg"] = False
     return f
 
 
@@ -304,6 +311,7 @@ SITUATIONS = [
     (wsl2_linux_driver_inside, ("torch",), False, "system.wsl", "fail", "Linux libcuda", "remove the Linux driver"),
     (wsl2_healthy, ("torch",), False, "system.wsl", "ok", "Windows driver", None),
     (wsl2_without_libcuda, ("torch",), False, "system.wsl", "fail", "/usr/lib/wsl/lib/libcuda.so.1", "wsl --update"),
+    (wsl2_on_old_windows, ("torch",), False, "system.wsl", "fail", "/dev/dxg", "build >= 19044"),
     (wsl2_windows_driver_below_minor_compat, ("torch",), False, "gpu.driver_too_old_for_torch", "fail",
      "needs driver >= 528.33", "airlab setup --backend torch"),
     (wsl1, ("torch",), False, "system.wsl", "fail", "WSL 1", "wsl --set-version"),
