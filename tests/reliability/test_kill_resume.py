@@ -254,7 +254,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_resume_is_exact(backen
     assert r.code == 4, r.err
     first = r.err.splitlines()[0]
     assert first.startswith("error: could not save checkpoint step-8") and "No space left on device" in first
-    assert f"checkpoints/step-4) is intact" in r.err
+    assert "checkpoints/step-4) is intact" in r.err
     assert steps(run_dir) == [4] and ckpt.verify(run_dir / "checkpoints" / "step-4") is None
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))
     assert airlab_cli("train", "--resume", run_dir).code == 0
