@@ -7,9 +7,8 @@ Each backend implements the losses for these task names; the run loop only reads
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import numpy as np
 

@@ -473,7 +473,7 @@ class Trainer:
             stop = False
             evaluate = has_val and (done % plan.eval_every == 0 or last)
             save = done % plan.checkpoint_every == 0 or last
-            if (evaluate or save or signals.received) and clock.running:
+            if (evaluate or save) and clock.running:
                 clock.stop()  # evaluation and saving are not training time
             if evaluate:
                 self._last_val = self._evaluate(state, log, "val")

@@ -7,7 +7,6 @@ Each loss takes (model, x, y, training, seed, spec) and returns (loss used for t
 
 from __future__ import annotations
 
-
 import tensorflow as tf
 
 

@@ -6,7 +6,6 @@ Each loss returns (loss used for the gradient, {metric: per-batch mean tensor}).
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
