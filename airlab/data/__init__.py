@@ -153,9 +153,10 @@ def load_dataset(name: str, *, path: str | None = None, val_fraction: float = 0.
     if raw.kind == "text":
         train, val, vocab = _split_text(raw, val_fraction, limit)
         return Dataset(name=name, kind="text", train=train, val=val, test=None, vocab=vocab,
-                       source=raw.source, extra=extra)
+                       source=raw.source, extra=extra, unverified=list(raw.unverified))
     train, val, test = _split_images(raw, val_fraction, seed, limit)
     names = raw.class_names
     num_classes = len(names) if names else int(np.max(raw.y)) + 1
     return Dataset(name=name, kind="image", train=train, val=val, test=test, num_classes=num_classes,
-                   class_names=list(names) if names else None, source=raw.source, extra=extra)
+                   class_names=list(names) if names else None, source=raw.source, extra=extra,
+                   unverified=list(raw.unverified))

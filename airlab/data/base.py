@@ -36,6 +36,10 @@ class Dataset:
     vocab: list[str] | None = None
     source: str = ""  # where the data came from (file paths, "generated", ...)
     extra: dict = field(default_factory=dict)
+    # paths of the files used without a published digest to verify them against (e.g. a raw IDX
+    # file where only the gzip file's digest is published); empty when every file was verified
+    # or the data was generated. Runs record it in env.json and summary.json.
+    unverified: list[str] = field(default_factory=list)
 
     @property
     def info(self) -> DataInfo:

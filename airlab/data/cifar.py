@@ -5,7 +5,8 @@ publisher's MD5 are pinned. The six batch files are read straight out of the arc
 streaming pass, never extracted to disk: only the exact expected member names are read, each
 must be a regular file of a whole number of 3,073-byte records (1 label byte, then 1,024 red,
 1,024 green and 1,024 blue bytes, row-major), so path traversal or links in the archive are
-never followed.
+never followed. A member's size is checked in its tar header before it is read (at most 10,000
+records, as published; each name at most once), so memory stays bounded by six batches.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import zlib
 
 import numpy as np
 
-from airlab.data.files import RemoteFile, fetch
+from airlab.data.files import RemoteFile, fetch, unverified
 from airlab.data.raw import RawData
 from airlab.errors import DataError
 
@@ -24,6 +25,7 @@ PREFIX = "cifar-10-batches-bin/"
 TRAIN_MEMBERS = [f"{PREFIX}data_batch_{i}.bin" for i in range(1, 6)]
 TEST_MEMBER = f"{PREFIX}test_batch.bin"
 RECORD = 1 + 3 * 32 * 32
+BATCH_RECORDS = 10_000  # records in each batch file of the published archive
 
 CIFAR10_FILES = [
     RemoteFile(
@@ -49,6 +51,16 @@ def read_archive(path) -> dict[str, bytes]:
                     continue
                 if not member.isfile():
                     raise DataError(f"{path}: archive member {member.name} is not a regular file")
+                if member.name in found:
+                    raise DataError(f"{path}: archive holds {member.name} more than once",
+                                    hint="expected the CIFAR-10 binary version (cifar-10-binary.tar.gz)")
+                if member.size > RECORD * BATCH_RECORDS or member.size % RECORD:
+                    records, rest = divmod(member.size, RECORD)
+                    held = f"{records:,} records" + (f" and {rest} bytes" if rest else "")
+                    raise DataError(f"{path}: archive member {member.name} has {member.size:,} bytes "
+                                    f"({held}); a batch is a whole number of "
+                                    f"{RECORD}-byte records, at most {BATCH_RECORDS:,}",
+                                    hint="expected the CIFAR-10 binary version (cifar-10-binary.tar.gz)")
                 fh = tar.extractfile(member)
                 found[member.name] = fh.read() if fh is not None else b""
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
@@ -74,11 +86,13 @@ def parse_batch(raw: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_cifar10(path=None, size=None) -> RawData:
-    located = fetch("cifar10", CIFAR10_FILES, path)[ARCHIVE]
+    found = fetch("cifar10", CIFAR10_FILES, path)
+    located = found[ARCHIVE]
     members = read_archive(located.path)
     parts = [parse_batch(members[m], f"{located.path}:{m}") for m in TRAIN_MEMBERS]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
     tx, ty = parse_batch(members[TEST_MEMBER], f"{located.path}:{TEST_MEMBER}")
     return RawData(kind="image", x=x, y=y, test_x=tx, test_y=ty, class_names=list(CLASS_NAMES),
-                   source=located.describe(), extra={"files": {ARCHIVE: str(located.path)}, "verified": True})
+                   source=located.describe(), extra={"files": {ARCHIVE: str(located.path)}, "verified": True},
+                   unverified=unverified(found))

@@ -61,6 +61,11 @@ class LocatedFile:
         return f"{self.path} ({self.origin}, {note})"
 
 
+def unverified(located: dict[str, LocatedFile]) -> list[str]:
+    """The paths of the located files that were used without checking a digest, in order."""
+    return [str(f.path) for f in located.values() if not f.verified]
+
+
 def data_dir() -> Path:
     """Where downloaded datasets live: $AIRLAB_DATA_DIR, else $XDG_CACHE_HOME/airlab/data,
     else ~/.cache/airlab/data."""
@@ -98,16 +103,28 @@ def _mismatch(spec: RemoteFile, sha: str, md5: str) -> str | None:
 
 
 def verify(path: Path, spec: RemoteFile) -> None:
-    """Check a local file against its pinned digests; DataError naming both digests if not."""
-    sha, md5 = digests(path)
+    """Check a local file against its pinned digests; DataError naming both digests if not.
+
+    Where the size is pinned, a file far larger than it (something huge under the dataset's
+    name) is refused by its size, without reading it; a wrong size is named with the digests."""
+    where = spec.urls[0] if spec.urls else "the publisher"
+    hint = (f"the file is corrupt, truncated or a different version: delete it and run again "
+            f"to download it, or replace it with the original from {where}")
+    try:
+        actual = path.stat().st_size
+        if spec.size is not None and actual > 2 * spec.size + _CHUNK:
+            pins = f"sha256 {spec.sha256}" + (f", md5 {spec.md5}" if spec.md5 else "")
+            raise DataError(f"{path}: checksum mismatch: the file has {actual:,} bytes, expected "
+                            f"{spec.size:,} ({pins}); not read", hint=hint)
+        sha, md5 = digests(path)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}",
+                        hint="check the file's permissions, or delete it and run again to download it") from exc
     problem = _mismatch(spec, sha, md5)
     if problem:
-        where = spec.urls[0] if spec.urls else "the publisher"
-        raise DataError(
-            f"{path}: checksum mismatch: {problem}",
-            hint=(f"the file is corrupt, truncated or a different version: delete it and run again "
-                  f"to download it, or replace it with the original from {where}"),
-        )
+        if spec.size is not None and actual != spec.size:
+            problem = f"the file has {actual:,} bytes, expected {spec.size:,}; {problem}"
+        raise DataError(f"{path}: checksum mismatch: {problem}", hint=hint)
 
 
 def resolve_user_dir(path: str | os.PathLike | None) -> Path | None:
@@ -115,23 +132,37 @@ def resolve_user_dir(path: str | os.PathLike | None) -> Path | None:
     if path is None:
         return None
     p = Path(path).expanduser()
-    if p.is_file():
-        return p.parent
-    if not p.is_dir():
+    try:
+        if p.is_file():
+            return p.parent
+        is_dir = p.is_dir()
+    except OSError as exc:  # e.g. permission denied on a parent, a name too long
+        raise DataError(f"data.path {str(p)!r} cannot be read: {exc.strerror or exc}",
+                        hint="set data.path to a readable directory that holds the dataset's files") from None
+    if not is_dir:
         raise DataError(f"data.path {str(p)!r} does not exist or is not a directory",
                         hint="set data.path to the directory that holds the dataset's files")
     return p
 
 
+def _is_file(path: Path) -> bool:
+    """A regular file (following links); a path that cannot even be looked at is a DataError."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}",
+                        hint="check the permissions of the file and of its directory") from None
+
+
 def _find(spec: RemoteFile, dirs: Sequence[tuple[Path, str]]) -> LocatedFile | None:
     for d, origin in dirs:
         candidate = d / spec.name
-        if candidate.is_file():
+        if _is_file(candidate):
             verify(candidate, spec)
             return LocatedFile(spec, candidate, verified=True, origin=origin)
         for alt in spec.alternates:
             candidate = d / alt
-            if candidate.is_file():
+            if _is_file(candidate):
                 return LocatedFile(spec, candidate, verified=False, origin=origin)
     return None
 

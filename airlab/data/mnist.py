@@ -3,14 +3,15 @@
 The four canonical files are the gzipped IDX files; their SHA-256 (and the publishers' MD5) are
 pinned below. The uncompressed files (`train-images-idx3-ubyte`, ...) are accepted in their place
 in a local directory; no digest is published for those, so they are checked structurally only
-(shapes, dtypes, counts, label range) and `Dataset.source` says so.
+(shapes, dtypes, counts, label range), `Dataset.source` says so and `Dataset.unverified` lists
+them. Gzip or not is decided by a file's first bytes, not its name.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from airlab.data.files import RemoteFile, fetch
+from airlab.data.files import RemoteFile, fetch, unverified
 from airlab.data.idx import read_idx
 from airlab.data.raw import RawData
 from airlab.errors import DataError
@@ -66,10 +67,9 @@ FASHION_FILES = _files(_FASHION_PINS, _FASHION_MIRRORS)
 
 
 def _pair(images_path, labels_path) -> tuple[np.ndarray, np.ndarray]:
-    x = read_idx(images_path, ndim=3, dtype=np.uint8)
+    # the shape is checked against each header before its data is read
+    x = read_idx(images_path, ndim=3, dtype=np.uint8, shape=(None, 28, 28))
     y = read_idx(labels_path, ndim=1, dtype=np.uint8)
-    if x.shape[1:] != (28, 28):
-        raise DataError(f"{images_path}: expected 28x28 images, found {x.shape[1]}x{x.shape[2]}")
     if x.shape[0] != y.shape[0]:
         raise DataError(f"{images_path} holds {x.shape[0]} images but {labels_path} holds "
                         f"{y.shape[0]} labels")
@@ -87,6 +87,7 @@ def _load(name: str, files: list[RemoteFile], class_names: list[str], path) -> R
         source="; ".join(located[f.name].describe() for f in files),
         extra={"files": {f.name: str(located[f.name].path) for f in files},
                "verified": all(located[f.name].verified for f in files)},
+        unverified=unverified(located),
     )
 
 

@@ -25,3 +25,5 @@ class RawData:
     text: str | None = None
     source: str = ""
     extra: dict = field(default_factory=dict)
+    # paths of files used without a digest to verify them against (see Dataset.unverified)
+    unverified: list[str] = field(default_factory=list)

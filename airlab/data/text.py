@@ -6,7 +6,7 @@ The text is tokenized by character; the vocabulary is the sorted list of distinc
 
 from __future__ import annotations
 
-from airlab.data.files import RemoteFile, fetch
+from airlab.data.files import RemoteFile, fetch, unverified
 from airlab.data.raw import RawData
 from airlab.errors import DataError
 
@@ -22,7 +22,8 @@ TINYSHAKESPEARE_FILES = [
 
 
 def load_tinyshakespeare(path=None, size=None) -> RawData:
-    located = fetch("tinyshakespeare", TINYSHAKESPEARE_FILES, path)["input.txt"]
+    found = fetch("tinyshakespeare", TINYSHAKESPEARE_FILES, path)
+    located = found["input.txt"]
     try:
         text = located.path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -30,4 +31,5 @@ def load_tinyshakespeare(path=None, size=None) -> RawData:
     if not text:
         raise DataError(f"{located.path} is empty")
     return RawData(kind="text", text=text, source=located.describe(),
-                   extra={"files": {"input.txt": str(located.path)}, "verified": located.verified})
+                   extra={"files": {"input.txt": str(located.path)}, "verified": located.verified},
+                   unverified=unverified(found))
