@@ -1,4 +1,4 @@
-from airlab.cli.main import main
+from airlab.cli.entry import main
 
 if __name__ == "__main__":
     main()

@@ -94,3 +94,34 @@ class Interrupted(AirlabError):
     def __init__(self, signum: int, message: str, hint: str | None = None):
         super().__init__(message, hint)
         self.exit_code = 128 + signum
+
+
+# errno values that mean the machine, not airlab, refused a write: a full disk or quota, a file
+# size limit, a read-only file system, permissions
+_ENV_ERRNOS = {28: "no space left on the device", 122: "disk quota exceeded", 27: "file too large (a file size limit)",
+               30: "read-only file system", 13: "permission denied", 1: "operation not permitted",
+               20: "a path component is not a directory", 5: "input/output error", 0: "a write failed"}
+# the frameworks' writers wrap the OS error in their own exception and text
+_ENV_TEXT = (("no space left", 28), ("os error 28", 28), ("storagefull", 28), ("file write failed", 0),
+             ("quota exceeded", 122), ("file too large", 27), ("os error 27", 27), ("filetoolarge", 27),
+             ("read-only file system", 30), ("os error 30", 30), ("readonlyfilesystem", 30),
+             ("permission denied", 13), ("os error 13", 13))
+
+
+def environment_cause(exc: BaseException) -> str | None:
+    """Why a write failed, when the cause is the machine (disk full, file size limit, read-only,
+    permissions), as a few words; None when the exception says nothing of the kind. Looks at
+    OSError's errno and, for the frameworks' own writer exceptions (torch's RuntimeError from its
+    zip writer, safetensors' SafetensorError), at their text."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _ENV_ERRNOS:
+            where = f": {exc.filename}" if exc.filename else ""
+            return _ENV_ERRNOS[exc.errno] + where
+        text = str(exc).lower().replace(" ", "") if not isinstance(exc, OSError) else ""
+        for needle, code in _ENV_TEXT:
+            if needle.replace(" ", "") in text:
+                return _ENV_ERRNOS[code]
+        exc = exc.__cause__ or exc.__context__
+    return None

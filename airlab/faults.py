@@ -6,6 +6,10 @@
     AIRLAB_FAULT=inf_grad_at_step:K      a gradient of step K becomes +Inf
     AIRLAB_FAULT=oom_at_batch:B          every training step with a micro-batch larger than B runs out of memory
     AIRLAB_FAULT=fail_write_at_save:K    writing checkpoint K fails with "No space left on device"
+    AIRLAB_FAULT=signal_at:PHASE:S       send signal S (2, 15, 1) to this process when the run reaches
+                                         PHASE: start (directory claimed, before the data), built (data
+                                         and model ready), finish (after the last step, before the final
+                                         evaluation), summary (before summary.json is written)
 
 Several faults are separated by commas. Steps count from 1 (the step that `metrics.jsonl` shows).
 Nothing here runs unless the variable is set; a malformed value is a usage error.
@@ -22,7 +26,8 @@ from airlab.errors import UsageError
 
 ENV = "AIRLAB_FAULT"
 _ARITY = {"kill_at_step": 1, "kill_in_save": 2, "nan_at_step": 1, "inf_grad_at_step": 1, "oom_at_batch": 1,
-          "fail_write_at_save": 1}
+          "fail_write_at_save": 1, "signal_at": 2}
+PHASES = ("start", "built", "finish", "summary")
 
 
 class FakeOutOfMemory(RuntimeError):
@@ -39,10 +44,13 @@ class Faults:
         specs: dict[str, tuple[int, ...]] = {}
         for item in filter(None, (part.strip() for part in value.split(","))):
             name, *args = item.split(":")
+            if name == "signal_at" and args and args[0] in PHASES:
+                args = [str(PHASES.index(args[0])), *args[1:]]
             if name not in _ARITY or len(args) != _ARITY[name] or not all(a.isdigit() for a in args):
                 raise UsageError(f"{ENV}: cannot read {item!r}",
                                  hint="expected one of: " + ", ".join(
-                                     f"{n}:{':'.join(['N'] * k)}" for n, k in _ARITY.items()))
+                                     f"{n}:{':'.join(['N'] * k)}" for n, k in _ARITY.items() if n != "signal_at")
+                                 + ", signal_at:PHASE:S (PHASE one of " + ", ".join(PHASES) + ")")
             specs[name] = tuple(int(a) for a in args)
         return cls(specs)
 
@@ -56,6 +64,11 @@ class Faults:
     def after_step(self, step: int) -> None:
         if self._is("kill_at_step", step):
             os.kill(os.getpid(), signal.SIGKILL)
+
+    def at(self, phase: str) -> None:
+        spec = self.specs.get("signal_at")
+        if spec is not None and PHASES[spec[0]] == phase:
+            os.kill(os.getpid(), spec[1])
 
     def nan_loss(self, step: int) -> bool:
         return self._is("nan_at_step", step)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import typer
 
@@ -20,7 +21,9 @@ from airlab.cli import sample as sample_cmd
 from airlab.cli import setup as setup_cmd
 from airlab.cli import train as train_cmd
 from airlab.cli import validate as validate_cmd
-from airlab.errors import EXIT_PIPE, EXIT_SIGINT, EXIT_UNEXPECTED, EXIT_USAGE, AirlabError
+from airlab import signals
+from airlab.errors import (EXIT_ENVIRONMENT, EXIT_PIPE, EXIT_SIGINT, EXIT_UNEXPECTED, EXIT_USAGE, AirlabError,
+                           environment_cause)
 from airlab.train.progress import silence_closed_output
 
 app = typer.Typer(
@@ -62,21 +65,42 @@ def _debug() -> bool:
 def _fail(message: str, hint: str | None, code: int, details: list[str] = ()) -> int:
     from airlab.cli.common import err
 
-    err.print(f"error: {message}", highlight=False, markup=False)
-    if hint:
-        err.print(f"hint: {hint}", highlight=False, markup=False)
-    for line in details:
-        err.print(f"  {line}", highlight=False, markup=False)
+    try:
+        err.print(f"error: {message}", highlight=False, markup=False)
+        if hint:
+            err.print(f"hint: {hint}", highlight=False, markup=False)
+        for line in details:
+            err.print(f"  {line}", highlight=False, markup=False)
+    except OSError:  # stderr is gone too (a closed terminal, a closed pipe): the exit code still tells
+        silence_closed_output(sys.stdout, sys.stderr)
     return code
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line on stderr (`warning: ...`), not Python's source-line format."""
+    from airlab.cli.common import err
+
+    try:
+        err.print(f"warning: {message}", highlight=False, markup=False)
+    except OSError:
+        pass
 
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit code (the seam the tests use)."""
+    old_handlers = signals.install()
+    old_showwarning = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return _run(argv)
+    except signals.SignalReceived as e:  # while reporting an error
+        return signals.exit_code(e.signum)
     except BrokenPipeError:  # stderr closed too, while reporting an error
         silence_closed_output(sys.stdout, sys.stderr)
         return EXIT_PIPE
+    finally:
+        warnings.showwarning = old_showwarning
+        signals.restore(old_handlers)
 
 
 def _run(argv: list[str] | None) -> int:
@@ -88,8 +112,14 @@ def _run(argv: list[str] | None) -> int:
     set_invocation(argv)
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="airlab", standalone_mode=False)
-        return 0
+        rv = command.main(args=argv, prog_name="airlab", standalone_mode=False)
+        # Typer returns (does not raise) the code of a typer.Exit, and 130 for a KeyboardInterrupt
+        code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+        if code == EXIT_SIGINT:
+            return _fail("interrupted", None, EXIT_SIGINT)
+        return code
+    except signals.SignalReceived as e:
+        return _fail(f"interrupted ({e.name})", None, signals.exit_code(e.signum))
     except AirlabError as e:
         if _debug():
             import traceback
@@ -111,10 +141,17 @@ def _run(argv: list[str] | None) -> int:
     except Exception as e:  # the boundary: nothing unexpected escapes as a bare traceback
         if _debug():
             raise
+        cause = environment_cause(e)
+        if cause is not None:  # the machine refused a write: an environment problem, not a bug
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            return _fail(f"{cause} ({first})", "free disk space, raise the file size limit or fix permissions",
+                         EXIT_ENVIRONMENT)
         return _fail(f"unexpected {type(e).__name__}: {e}",
                      "this is a bug in airlab or an unusual environment; rerun with AIRLAB_DEBUG=1 for the traceback",
                      EXIT_UNEXPECTED)
 
 
 def main() -> None:
-    sys.exit(run(sys.argv[1:]))
+    from airlab.cli.entry import main as entry_main
+
+    entry_main()

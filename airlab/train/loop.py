@@ -22,10 +22,11 @@ from airlab.backends import backend_class
 from airlab.config import load as config_load
 from airlab.config import to_dict, to_yaml
 from airlab.data import load_dataset
-from airlab import faults
+from airlab import faults, signals
 from airlab.backends.base import NonFiniteStep, OutOfMemoryStep
-from airlab.errors import (CheckpointError, ConfigError, EnvironmentProblem, Interrupted, OutputClosed,
-                           TrainingDiverged, UsageError)
+from airlab.errors import (AirlabError, CheckpointError, ConfigError, EnvironmentProblem, Interrupted,
+                           OutputClosed, TrainingDiverged, UsageError, environment_cause)
+from airlab.signals import SignalReceived
 from airlab.tasks import Task, get_task
 from airlab.train import checkpoint as ckpt
 from airlab.train import rundir, samples
@@ -93,17 +94,13 @@ def _load_data(config):
     return dataset
 
 
-class _StopNow(KeyboardInterrupt):
-    """A second SIGINT/SIGTERM, raised from the handler: a BaseException, so no `except Exception`
-    on the way holds it up."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
+class _StopNow(SignalReceived):
+    """A second stopping signal while training, raised from the handler: stop at once."""
 
 
 class _Signals:
-    """First SIGINT/SIGTERM: finish the step, save, exit 130/143. A second one: stop at once."""
+    """While training: a first SIGINT/SIGTERM/SIGHUP finishes the step, saves and exits
+    130/143/129; a second one stops at once. Signals the process ignores stay ignored."""
 
     def __init__(self):
         self.received: int | None = None
@@ -111,8 +108,7 @@ class _Signals:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
+            self._old = signals.install(self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -122,8 +118,7 @@ class _Signals:
         self.received = signum
 
     def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+        signals.restore(self._old)
 
 
 RESUME_SKIP_ENV = "AIRLAB_RESUME_SKIP"
@@ -197,10 +192,15 @@ class Trainer:
         self.reporter = reporter or Reporter(rich_bar=False)
         self.argv = list(argv or [])
         self.faults = faults.Faults.from_env()
+        self.resume_dir: Path | None = None
         self.resume_from: Path | None = None
         self.config_changes: list[str] = []
         if resume is not None:
             resume = Path(resume)
+            if run_dir is not None and Path(run_dir).resolve() != resume.resolve():
+                raise UsageError(f"--resume {resume} --run-dir {run_dir}: a resumed run stays in its own directory",
+                                 hint=f"drop --run-dir to continue {resume}, or drop --resume to start a new run "
+                                      f"in {run_dir}")
             saved = load_run_config(resume)
             if config is None:
                 config = saved
@@ -211,11 +211,7 @@ class Trainer:
                         f"--resume {resume}: the config differs from the run's in {', '.join(diff)}",
                         hint="resume without CONFIG to use the run's own config, or pass --allow-config-change")
                 self.config_changes = diff
-            self.resume_from = ckpt.newest_complete(resume / "checkpoints")
-            if self.resume_from is None:
-                raise CheckpointError(f"{resume}: no complete checkpoint to resume from",
-                                      hint="start a new run; checkpoints are written every train.checkpoint_every steps")
-            run_dir = resume
+            self.resume_dir = resume
         self.config = config
         self.entry = registry.get_model(config.model.name)
         self.task = get_task(self.entry.task)
@@ -224,9 +220,12 @@ class Trainer:
             raise ConfigError(f"train.grad_accum: {config.train.grad_accum} micro-batches cannot split a batch of "
                               f"{config.data.batch_size} (data.batch_size)")
         self.backend_cls = backend_class(config.backend)
-        self.run_dir = Path(run_dir) if run_dir else rundir.new_run_dir(config.output.runs_root, config.name)
-        if resume is None and self.run_dir.exists():
-            raise UsageError(f"--run-dir {self.run_dir}: already exists",
+        # a new run's directory is claimed (created) when the run starts, under its lock
+        self.run_dir: Path | None = self.resume_dir or (Path(run_dir) if run_dir else None)
+        self._given_run_dir = self.resume_dir is None and run_dir is not None
+        if self._given_run_dir and self.run_dir.exists() and (not self.run_dir.is_dir() or any(self.run_dir.iterdir())):
+            what = "holds a run" if (self.run_dir / "config.yaml").exists() else "already exists"
+            raise UsageError(f"--run-dir {self.run_dir}: {what}",
                              hint=f"choose a new directory, or continue that run with --resume {self.run_dir}")
 
     # -- setup ---------------------------------------------------------------------------------
@@ -282,80 +281,175 @@ class Trainer:
         try:
             path = ckpt.save(root, step, self.backend.save_state, self._trainer_state(state),
                              on_file=lambda n: self.faults.during_save(step, n))
-        except OSError as e:
+        except Exception as e:  # OSError, or a framework writer's own error around one (torch, safetensors)
+            cause = environment_cause(e)
+            if cause is None:
+                raise
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            disk = rundir.disk_diagnosis(root)
             raise EnvironmentProblem(
-                f"could not save checkpoint step-{step} in {root}: {e}",
-                hint=f"free disk space or fix permissions; the previous checkpoint ({self._last_ckpt or 'none'}) "
-                     f"is intact: airlab train --resume {self.run_dir}") from None
+                f"could not save checkpoint step-{step} in {root}: {cause} ({first})" + (f"; {disk}" if disk else ""),
+                hint=f"free disk space, raise the file size limit or fix permissions; the previous checkpoint "
+                     f"({self._last_ckpt or 'none'}) is intact: airlab train --resume {self.run_dir}") from None
         self._last_ckpt = path
         ckpt.prune(root, self.config.train.keep_checkpoints, protect={path})
+        self._set_status("running", state)
         return path
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        self._prepare()
-        plan, cfg, task = self.plan, self.config, self.task
-        state = self._fresh_state()
+        if self.resume_dir is None:
+            self.run_dir = (rundir.claim_given_run_dir(self.run_dir) if self._given_run_dir
+                            else rundir.claim_run_dir(self.config.output.runs_root, self.config.name))
+        lock = rundir.RunLock(self.run_dir).acquire()
+        try:
+            return self._run_locked()
+        finally:
+            lock.release()
+
+    def _run_locked(self) -> RunResult:
+        cfg = self.config
         self._last_ckpt: Path | None = None
-        if self.resume_from is not None:
-            skip = _resume_skip()
-            backend_skip = skip & {"model", "optimizer", "torch_rng", "tf_rng", "scaler"}
-            if backend_skip:
-                self.backend.load_state(self.resume_from, skip=frozenset(backend_skip))
+        self._status: dict = {}
+        self._phase = "start"
+        state = self._fresh_state()
+        if self.resume_dir is not None:
+            self.resume_from = ckpt.newest_complete(self.resume_dir / "checkpoints")
+            if self.resume_from is None:
+                raise CheckpointError(f"{self.resume_dir}: no complete checkpoint to resume from",
+                                      hint="start a new run; checkpoints are written every train.checkpoint_every steps")
+        wall0 = time.time()
+        try:
+            if self.resume_from is None:
+                (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
+            self._set_status("running", state, started=rundir.now_iso())
+            self.faults.at("start")
+            self._prepare()
+            self.faults.at("built")
+            if self.resume_from is not None:
+                self._restore(state)
             else:
-                self.backend.load_state(self.resume_from)
-            saved = ckpt.read_trainer_state(self.resume_from)
+                env = rundir.environment(self.backend.environment(), self.argv)
+                env["data"] = {"name": cfg.data.name, "unverified": list(self.dataset.unverified)}
+                rundir.write_json(self.run_dir / "env.json", env)
+            self._start_step = state["step"]
+            log = rundir.MetricsLog(self.run_dir / "metrics.jsonl")
+            try:
+                self._phase = "train"
+                with _Signals() as signals_:
+                    self._loop(state, log, signals_)
+                self._phase = "finish"
+                self.faults.at("finish")
+                result = self._finish(state, log, wall0)
+            finally:
+                self.reporter.end()
+                log.close()
+        except BaseException as e:
+            err = self._as_airlab_error(e, state)
+            self._end_status(err, state)
+            if err is not None and err is not e:
+                raise err from None
+            raise
+        self._set_status(result.summary["status"], state, exit_code=0)
+        return result
+
+    def _restore(self, state: dict) -> None:
+        """Put the backend, RNGs and counters back as the checkpoint has them."""
+        cfg = self.config
+        skip = _resume_skip()
+        backend_skip = skip & {"model", "optimizer", "torch_rng", "tf_rng", "scaler"}
+        if backend_skip:
+            self.backend.load_state(self.resume_from, skip=frozenset(backend_skip))
+        else:
+            self.backend.load_state(self.resume_from)
+        saved = ckpt.read_trainer_state(self.resume_from)
+        where = self.resume_from / ckpt.TRAINER
+        if saved["step"] > self.plan.total_steps:
+            raise CheckpointError(
+                f"{where}: the checkpoint is at step {saved['step']:,}, beyond the {self.plan.total_steps:,} "
+                f"steps this config trains", hint="resume with a larger train.steps or train.epochs and "
+                "--allow-config-change, or start a new run")
+        try:
             self._restore_rng(saved, skip)
             if "counters" not in skip:
                 state.update({k: saved[k] for k in state if k in saved})
                 if saved.get("train_metrics"):  # absent in checkpoints of earlier airlab versions
                     self.backend.restore_train_metrics(saved["train_metrics"])
-            self.backend.grad_accum = state["grad_accum"]
-            self._last_ckpt = self.resume_from
-            self._truncate_metrics(state["step"])
-            if self.config_changes:  # allowed: keep the old config beside the new one
-                old = self.run_dir / "config.yaml"
-                old.rename(self.run_dir / f"config.before-step-{state['step']}.yaml")
-                old.write_text(to_yaml(cfg))
-                self.reporter.message(f"config changed at step {state['step']}: {', '.join(self.config_changes)}")
-            self.reporter.message(f"resuming {self.run_dir} from {self.resume_from.name}")
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
+            raise CheckpointError(f"{where}: cannot restore the trainer state ({type(e).__name__}: {e})",
+                                  hint="the checkpoint is damaged: remove it to resume from the one before") from None
+        if not 1 <= state["grad_accum"] <= cfg.data.batch_size:
+            raise CheckpointError(f"{where}: grad_accum {state['grad_accum']} cannot split a batch of "
+                                  f"{cfg.data.batch_size}")
+        self.backend.grad_accum = state["grad_accum"]
+        self._last_ckpt = self.resume_from
+        rundir.truncate_metrics(self.run_dir / "metrics.jsonl", state["step"], warn=self.reporter.message)
+        if self.config_changes:  # allowed: keep the old config beside the new one
+            old = self.run_dir / "config.yaml"
+            rundir.atomic_write(self.run_dir / f"config.before-step-{state['step']}.yaml", old.read_bytes())
+            rundir.atomic_write(old, to_yaml(cfg))
+            self.reporter.message(f"config changed at step {state['step']}: {', '.join(self.config_changes)}")
+        self.reporter.message(f"resuming {self.run_dir} from {self.resume_from.name}")
+
+    # -- status.json -------------------------------------------------------------------------------
+    def _set_status(self, status: str, state: dict, **fields) -> None:
+        self._status.update(fields)
+        self._status.update(step=state["step"], last_checkpoint=str(self._last_ckpt) if self._last_ckpt else None)
+        rundir.write_status(self.run_dir, status, **self._status)
+
+    def _end_status(self, err: AirlabError | None, state: dict) -> None:
+        """Record how the run ended; best effort (the disk may be the reason it ended)."""
+        if not self._status:
+            return  # ended before it started (no checkpoint to resume): the old status stands
+        if isinstance(err, (Interrupted, OutputClosed)):
+            status = "interrupted"
+        elif isinstance(err, TrainingDiverged):
+            status = "diverged"
         else:
-            self.run_dir.mkdir(parents=True, exist_ok=False)
-            (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
-            rundir.write_json(self.run_dir / "env.json", rundir.environment(self.backend.environment(), self.argv))
-        log = rundir.MetricsLog(self.run_dir / "metrics.jsonl")
-        wall0 = time.time()
+            status = "failed"
+        code = err.exit_code if err is not None else 1
+        message = err.message if err is not None else "unexpected error (a bug in airlab)"
         try:
-            try:
-                with _Signals() as signals:
-                    self._loop(state, log, signals)
-            except _StopNow as e:
-                name = signal.Signals(e.signum).name
-                raise Interrupted(
-                    e.signum, f"{name} received again: stopped at once after step {state['step']}; "
-                              f"the newest checkpoint is {self._last_ckpt or 'none (nothing saved)'}",
-                    hint=f"continue with: airlab train --resume {self.run_dir}" if self._last_ckpt else
-                    "no checkpoint was saved yet: start the run again") from None
-            result = self._finish(state, log, wall0)
-        finally:
-            self.reporter.end()
-            log.close()
-        return result
+            self._set_status(status, state, exit_code=code, error=message.splitlines()[0] if message else None)
+        except OSError:
+            pass
 
-    def _truncate_metrics(self, step: int) -> None:
-        import json
-
-        path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except ValueError:
-                pass  # a line torn by a kill
-        path.write_text("".join(k + "\n" for k in kept))
+    def _as_airlab_error(self, e: BaseException, state: dict) -> AirlabError | None:
+        """The error the user sees for whatever ended the run; None for a bug (exit 1)."""
+        if isinstance(e, AirlabError):
+            return e
+        resume = f"airlab train --resume {self.run_dir}"
+        if isinstance(e, (SignalReceived, KeyboardInterrupt)):
+            signum = getattr(e, "signum", signal.SIGINT)
+            name = signal.Signals(signum).name
+            if isinstance(e, _StopNow):
+                return Interrupted(
+                    signum, f"{name} received again: stopped at once after step {state['step']}; "
+                            f"the newest checkpoint is {self._last_ckpt or 'none (nothing saved)'}",
+                    hint=f"continue with: {resume}" if self._last_ckpt else
+                    "no checkpoint was saved yet: start the run again")
+            if self._phase == "finish":
+                return Interrupted(
+                    signum, f"{name} received after the last step ({state['step']}), during the final evaluation: "
+                            f"the trained weights are saved in {self._last_ckpt}; summary.json was not written",
+                    hint=f"finish it with: {resume} (it trains nothing again)")
+            return Interrupted(
+                signum, f"{name} received while the run was starting: stopped before training"
+                        + (f"; the newest checkpoint is {self._last_ckpt}" if self._last_ckpt else ""),
+                hint=f"continue with: {resume}" if self._last_ckpt else
+                f"nothing was trained: start the run again (this one is left in {self.run_dir})")
+        if isinstance(e, Exception):
+            cause = environment_cause(e)
+            if cause is not None:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                disk = rundir.disk_diagnosis(self.run_dir)
+                return EnvironmentProblem(
+                    f"a write failed in {self.run_dir} at step {state['step']}: {cause} ({first})"
+                    + (f"; {disk}" if disk else ""),
+                    hint="free disk space, raise the file size limit or fix permissions; "
+                         + (f"the checkpoint {self._last_ckpt} is intact: {resume}" if self._last_ckpt
+                            else "nothing was saved yet: start the run again"))
+        return None
 
     def _record(self, log, state, split: str, metrics: dict, **extra) -> None:
         log.write({"step": state["step"], "epoch": round(state["step"] / self.plan.steps_per_epoch, 4), "split": split,
@@ -490,13 +584,13 @@ class Trainer:
                 clock.stop()
             if save or stop or received or closed:
                 self._save(state)
-            if closed:
-                raise OutputClosed(f"the output pipe closed: stopped after step {done} and saved {self._last_ckpt}",
-                                   hint=f"continue with: airlab train --resume {self.run_dir}")
-            if received:
+            if received:  # before `closed`: a terminal that hangs up sends SIGHUP and closes the output
                 name = signal.Signals(received).name
                 raise Interrupted(received, f"{name} received: stopped after step {done} and saved "
                                   f"{self._last_ckpt}", hint=f"continue with: airlab train --resume {self.run_dir}")
+            if closed:
+                raise OutputClosed(f"the output pipe closed: stopped after step {done} and saved {self._last_ckpt}",
+                                   hint=f"continue with: airlab train --resume {self.run_dir}")
             if stop:
                 break
             if not clock.running:
@@ -532,12 +626,17 @@ class Trainer:
             "loss_units": self.task.units,
             "train_time_s": round(train_time, 3),
             "wall_time_s": round(time.time() - wall0, 3),
+            "resumed_at_step": self._start_step if self.resume_from is not None else None,
+            "steps_this_process": state["step"] - self._start_step,
             "samples_per_s": round(state["samples_seen"] / train_time, 2) if train_time > 0 else None,
             "params": self.backend.num_params(),
             "weights_sha256": digest,
             "checkpoint": str(self._last_ckpt) if self._last_ckpt else None,
+            # data files used without a published digest to check them against (raw IDX files)
+            "data_unverified": list(self.dataset.unverified),
             "samples": [str(p) for p in sample_files],
         }
+        self.faults.at("summary")
         rundir.write_json(self.run_dir / "summary.json", summary)
         return RunResult(self.run_dir, summary)
 

@@ -52,7 +52,7 @@ class Reporter:
     def _print(self, text: str) -> None:
         try:
             self.console.print(text, highlight=False)
-        except BrokenPipeError:
+        except OSError:  # a closed pipe (EPIPE), or a terminal that hung up (EIO)
             self.closed, self.quiet = True, True
             silence_closed_output(self.console.file)
 
@@ -98,7 +98,10 @@ class Reporter:
         if self.quiet:
             return
         if self._progress is not None:
-            self._progress.console.print(text, highlight=False)
+            try:
+                self._progress.console.print(text, highlight=False)
+            except OSError:  # the terminal hung up
+                self.closed, self.quiet = True, True
         else:
             self._print(text)
 

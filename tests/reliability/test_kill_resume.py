@@ -153,7 +153,7 @@ def test_kill_9_in_the_middle_of_a_save(files_written, baseline, airlab_cli, tmp
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))  # cleaned up by the resumed run
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)])
 def test_signal_then_resume_is_bitwise_identical(sig, code, airlab_cli, tmp_path):
     long = ["train.steps=1500", "train.log_every=1", "train.checkpoint_every=500"]
     base = tmp_path / "base"

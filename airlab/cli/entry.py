@@ -1,0 +1,19 @@
+"""The console script's entry: installs the signal handlers before anything heavy is imported,
+so a Ctrl-C in the first moments of `airlab ...` is `error: interrupted` and exit 130, never a
+traceback (Typer, rich and the commands take a few hundred milliseconds to import)."""
+
+from __future__ import annotations
+
+import sys
+
+from airlab import signals
+
+
+def main() -> None:
+    signals.install()
+    try:
+        from airlab.cli.main import run
+    except signals.SignalReceived as e:
+        sys.stderr.write(f"error: interrupted ({e.name})\n")
+        sys.exit(signals.exit_code(e.signum))
+    sys.exit(run(sys.argv[1:]))
