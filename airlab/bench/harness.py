@@ -39,18 +39,19 @@ class Clock(Protocol):
 
 
 class WallClock:
-    """perf_counter readings taken after a device synchronize."""
+    """perf_counter readings taken after a device synchronize (`now` is a seam for tests: a virtual time)."""
 
-    def __init__(self, sync: Callable[[], None] = lambda: None):
+    def __init__(self, sync: Callable[[], None] = lambda: None, now: Callable[[], float] = time.perf_counter):
         self.sync = sync
+        self.now = now
 
     def start(self) -> float:
         self.sync()
-        return time.perf_counter()
+        return self.now()
 
     def stop(self) -> float:
         self.sync()
-        return time.perf_counter()
+        return self.now()
 
     def finish(self) -> None:
         self.sync()

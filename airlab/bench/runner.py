@@ -120,12 +120,17 @@ class _CpuFacts:
         self.isa = peaks.detect_isa(info.flags, info.vendor, info.family, table)
         self.cores = min(info.cores, threads) if threads else info.cores
         self.clock = clock
-        if clock:
+        # a probe that could not measure a plausible clock hands back the OS's figure with a note
+        self.measured = bool(clock) and clock.get("source", "measured") == "measured"
+        if self.measured:
             self.clock_mhz = clock["all_core_mhz"]
             self.clock_source = f"measured: {clock['method']}"
+        elif clock:
+            self.clock_mhz = clock["all_core_mhz"]
+            self.clock_source = f"reported by the OS ({clock['method']}): {clock['note']}"
         elif info.reported_mhz:
             self.clock_mhz = info.reported_mhz
-            self.clock_source = "reported by the OS (not measured: the add-loop probe is unavailable here)"
+            self.clock_source = "reported by the OS (not measured: the clock probe gave no figure here)"
         else:
             self.clock_mhz = None
             self.clock_source = "unknown"
@@ -138,7 +143,7 @@ class _CpuFacts:
         per_cycle = {"fp32": self.isa.fp32_per_cycle, "bf16": self.isa.bf16_per_cycle}.get(dtype)
         if not per_cycle or not self.clock_mhz:
             return None
-        how = "measured" if self.clock else "reported"
+        how = "measured" if self.measured else "reported"
         return (f"estimate: {self.cores} cores x {self.clock_mhz:,.0f} MHz ({how}) x {per_cycle:g} FLOPs/cycle "
                 f"({self.isa.name})")
 
@@ -148,7 +153,8 @@ class _CpuFacts:
                 "logical_cpus": i.logical, "physical_cores": i.physical, "usable_cpus": i.usable,
                 "cores_used": self.cores, "isa": self.isa.name, "isa_basis": self.isa.basis,
                 "clock_mhz": self.clock_mhz, "clock_source": self.clock_source,
-                "clock_single_core_mhz": self.clock.get("single_core_mhz") if self.clock else None,
+                "clock_single_core_mhz": self.clock.get("single_core_mhz") if self.measured else None,
+                "clock_note": self.clock.get("note") if self.clock else None,
                 "clock_reported_mhz": i.reported_mhz,
                 "peak_flops": {"fp32": self.peak("fp32"), "bf16": self.peak("bf16")}}
 
@@ -486,7 +492,10 @@ class _Run:
         if marked:
             out.append(f"{len(marked)} of {len(self.figures)} figures were taken under throttling or interference "
                        "(marked); rerun on a quiet machine to confirm them")
-        if self.cpu and self.cpu.clock and self.cpu.info.reported_mhz:
+        if self.cpu and self.cpu.clock and not self.cpu.measured:
+            out.append(f"CPU clock: {self.cpu.clock['note']}; the peak estimate uses the OS's "
+                       f"{self.cpu.clock_mhz:,.0f} MHz ({self.cpu.clock['method']})")
+        elif self.cpu and self.cpu.clock and self.cpu.info.reported_mhz:
             out.append(f"CPU clock measured at {self.cpu.clock_mhz:,.0f} MHz with all cores busy "
                        f"({self.cpu.clock['single_core_mhz']:,.0f} MHz on one); the OS reports "
                        f"{self.cpu.info.reported_mhz:,.0f} MHz")

@@ -13,21 +13,28 @@ def models(
 ) -> None:
     """List registered models: task, backends and parameter count at default settings.
 
+    A pattern that matches no model is a usage error (exit 2), with --json too.
+
     Example: airlab models '*vae*'
     """
     from airlab import registry
+    from airlab.errors import UsageError
 
+    entries = registry.list_models(pattern)
+    if not entries:  # a typo must not pass for "no such model, all is well" (exit 0), in --json too
+        names = registry.model_names()
+        suggestion = registry.close_matches(pattern.strip("*"), names)
+        raise UsageError(f"no model matches {pattern!r}" + (f"; {suggestion}" if suggestion else ""),
+                         hint=f"known models: {', '.join(names)} (a bare word matches as a substring, "
+                              "or give a glob such as '*vae*')")
     rows = []
-    for entry in registry.list_models(pattern):
+    for entry in entries:
         spec_cls = registry.spec_class(entry.name)
         spec = spec_cls()
         rows.append({"name": entry.name, "task": entry.task, "backends": entry.backends,
                      "params": spec.num_params(spec_cls.default_data), "description": entry.description})
     if json_out:
         print_json(rows)
-        return
-    if not rows:
-        out.print(f"no model matches {pattern!r}; known: {', '.join(registry.model_names())}")
         return
     from rich.table import Table
 

@@ -771,15 +771,62 @@ def security_checks(facts: dict, compat: Compat) -> list[Check]:
     return out
 
 
+# --- --deep -------------------------------------------------------------------------------------
+
+DEEP_N = 1024  # the probes' matmul size under --deep (128 otherwise)
+DEEP_GPU_WORK = {"torch": (f"bigger matmuls ({DEEP_N}x{DEEP_N})", "a bf16 matmul", "a cuDNN convolution"),
+                 "tensorflow": (f"bigger matmuls ({DEEP_N}x{DEEP_N})",)}
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _on_cpu(row: dict) -> bool:
+    return str(row.get("device", "")).lower() in ("cpu", "/cpu:0", "?", "")
+
+
+def deep_checks(facts: dict, backends: tuple[str, ...] | list[str]) -> list[Check]:
+    """`gpu.deep`: what --deep ran on the GPUs, or, without one, what it skipped (its GPU work)."""
+    cid = "gpu.deep"
+    work: list[str] = []
+    for b in backends:
+        work += [w for w in DEEP_GPU_WORK.get(b, ()) if w not in work]
+    rows = [r for b in backends for r in (probe(facts, b).get("data") or {}).get("compute") or []]
+    gpu_rows = [r for r in rows if not _on_cpu(r)]
+    if gpu_rows:
+        kinds = {"float32": f"matmuls ({DEEP_N}x{DEEP_N})", "bfloat16": "a bf16 matmul",
+                 "conv2d(cudnn)": "a cuDNN convolution"}
+        ran = list(dict.fromkeys(kinds.get(str(r.get("dtype")), str(r.get("dtype"))) for r in gpu_rows))
+        devices = list(dict.fromkeys(str(r["device"]) for r in gpu_rows))
+        return [ok(cid, f"--deep ran {_and(ran)} on {', '.join(devices)} (results: "
+                        + ", ".join(f"{b}.compute" for b in backends) + ")")]
+    gs = gpus(facts)
+    if not gs:
+        why, fix = "no GPU", None
+    else:
+        why = f"{len(gs)} GPU{'s' if len(gs) > 1 else ''} but no framework ran on {'them' if len(gs) > 1 else 'it'}"
+        fix = "see " + " and ".join(f"{b}.cuda_available" if b == "torch" else f"{b}.build" for b in backends)
+    cpu_ran = any(_on_cpu(r) and r.get("rel_err") is not None for r in rows)
+    return [skip(cid, f"--deep: {why}, skipped: {_and(work) if work else 'the GPU checks'} on the GPU"
+                      + (f"; the CPU matmul ran at {DEEP_N}x{DEEP_N}" if cpu_ran else ""), fix)]
+
+
 # --- all ----------------------------------------------------------------------------------------
 
 
 def evaluate(facts: dict, backends: tuple[str, ...] | list[str] = ("torch", "tensorflow"),
-             explicit: bool = False, compat: Compat | None = None) -> list[Check]:
+             explicit: bool = False, compat: Compat | None = None, deep: bool | None = None) -> list[Check]:
     """Every check for these facts, in section order. `explicit`: the user asked for these backends
-    by name (--backend torch), so a missing one fails instead of warning."""
+    by name (--backend torch), so a missing one fails instead of warning. `deep` (default: the facts'
+    options) adds `gpu.deep`, which says what --deep ran on the GPUs or skipped without one."""
     compat = compat or load()
-    checks = system_checks(facts, compat) + gpu_checks(facts, compat) + cuda_checks(facts)
+    if deep is None:
+        deep = bool((facts.get("options") or {}).get("deep"))
+    checks = system_checks(facts, compat) + gpu_checks(facts, compat)
+    if deep:
+        checks += deep_checks(facts, backends)
+    checks += cuda_checks(facts)
     if "torch" in backends:
         checks += torch_checks(facts, compat, explicit)
     if "tensorflow" in backends:

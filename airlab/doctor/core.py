@@ -99,5 +99,5 @@ def run_doctor(backends: tuple[str, ...] | list[str] = BACKENDS, deep: bool = Fa
     backends = tuple(backends)
     if facts is None:
         facts = gather(backends, deep=deep, timeout=timeout, **seams)
-    checks = evaluate(facts, backends, explicit=explicit)
+    checks = evaluate(facts, backends, explicit=explicit, deep=deep)
     return Report(facts, checks, backends, elapsed_s=time.monotonic() - t0)
