@@ -31,6 +31,7 @@ class Availability:
     missing: tuple[str, ...]  # canonical names of the files found in no directory looked in
     total: int  # files the dataset has (0: generated, nothing to find)
     looked_in: tuple[str, ...]
+    bad_path: str | None = None  # data.path, when it names nothing
 
     @property
     def available(self) -> bool:
@@ -40,6 +41,8 @@ class Availability:
         """Why the data is not here, in a few words ("files not downloaded")."""
         if not self.missing:
             return "available"
+        if self.bad_path is not None:
+            return f"data.path {self.bad_path} does not exist"
         if len(self.missing) == self.total:
             return "files not downloaded"
         return f"{len(self.missing)} of {self.total} files not downloaded: {', '.join(self.missing)}"
@@ -68,13 +71,15 @@ def availability(name: str, path: str | None = None) -> Availability:
     if not files:
         return Availability(name, (), 0, ())
     dirs: list[Path] = []
+    bad_path = None
     if path is not None:
         p = Path(path).expanduser()
         dirs.append(p.parent if p.is_file() else p)
+        bad_path = None if p.exists() else str(p)
     dirs.append(data_dir() / name)
     missing = tuple(spec.name for spec in files
                     if not any((d / n).is_file() for d in dirs for n in (spec.name, *spec.alternates)))
-    return Availability(name, missing, len(files), tuple(str(d) for d in dirs))
+    return Availability(name, missing, len(files), tuple(str(d) for d in dirs), bad_path)
 
 
 __all__ = ["Availability", "availability", "known_info", "remote_files"]

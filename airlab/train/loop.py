@@ -645,35 +645,4 @@ def train(config, **kwargs) -> RunResult:
     return Trainer(config, **kwargs).run()
 
 
-def dry_run(config):
-    """Validate, resolve and build the model; return (plan, summary) without training."""
-    entry = registry.get_model(config.model.name)
-    task = get_task(entry.task)
-    _check_early_stopping_metric(config, task)
-    cls = backend_class(config.backend)
-    dataset = _load_data(config)
-    backend = cls(config, dataset, task)
-    return make_plan(config, dataset, task), backend.summary(), dataset
-
-
-def sample(run_dir: Path, n: int, seed: int | None = None, reporter: Reporter | None = None) -> list[Path]:
-    """Write new samples from a trained run's newest checkpoint into its samples/ directory."""
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    task = get_task(registry.get_model(config.model.name).task)
-    if task.samples is None:
-        raise ConfigError(f"{run_dir}: a {task.name} model ({config.model.name}) does not generate samples",
-                          hint="sample from a vae, autoencoder or transformer run")
-    found = ckpt.newest_complete(run_dir / "checkpoints")
-    if found is None:
-        raise CheckpointError(f"{run_dir}: no complete checkpoint to sample from")
-    cls = backend_class(config.backend)
-    dataset = _load_data(config)
-    backend = cls(config, dataset, task, training=False)
-    backend.load_state(found, weights_only=True)
-    seed = int(time.time()) % 2**31 if seed is None else seed
-    return samples.write(backend, dataset, task, run_dir / "samples", n=n, seed=seed,
-                         tag=f"{found.name}-seed{seed}")
-
-
-__all__ = ["RunResult", "Trainer", "dry_run", "make_plan", "sample", "train"]
+__all__ = ["RunResult", "Trainer", "make_plan", "train"]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from airlab.errors import UsageError
+
 
 def image_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
     """(N, C, H, W) in [0, 1] -> one (H', W', C) uint8 image with the N tiles in a grid."""
@@ -45,8 +47,42 @@ def save_reconstructions(inputs: np.ndarray, outputs: np.ndarray, path: Path) ->
     return save_png(image_grid(pairs, ncols=ncols), path)
 
 
-def write(backend, dataset, task, out_dir: Path, *, n: int, seed: int, tag: str) -> list[Path]:
-    """Write `n` samples for the task into out_dir; return the files written (none for classifiers)."""
+def sample_seed(seed: int, i: int) -> int:
+    """The seed of sample `i` of a request seeded `seed`: 63 bits drawn from numpy's SeedSequence of
+    the pair (seed, i), so each sample's stream depends on both and different seeds never share a
+    sample (seed + i would make seed 1's first sample seed 0's second). Fits torch's manual_seed
+    and TensorFlow's int64 stateless seeds."""
+    if seed < 0 or i < 0:
+        raise ValueError(f"Expected `seed` and `i` non-negative. Received: seed={seed}, i={i}")
+    state = np.random.SeedSequence([int(seed), int(i)]).generate_state(1, np.uint64)[0]
+    return int(state >> np.uint64(1))
+
+
+def encode_prompt(dataset, prompt: str) -> np.ndarray:
+    """`prompt` as token ids of the dataset's vocabulary; a UsageError naming every character that
+    is not in it (the model has no id for them)."""
+    if not prompt:
+        raise UsageError("--prompt: empty; give at least one character, or leave --prompt out")
+    index = {ch: i for i, ch in enumerate(dataset.vocab or [])}
+    unknown = sorted({ch for ch in prompt if ch not in index})
+    if unknown:
+        shown = ", ".join(repr(ch) for ch in unknown[:10])
+        if len(unknown) > 10:
+            shown += f" and {len(unknown) - 10} more"
+        raise UsageError(f"--prompt: {len(unknown)} character(s) not in the vocabulary of {dataset.name}: {shown}",
+                         hint=f"use only characters that occur in the {dataset.name} text "
+                              f"({len(index)} distinct characters)")
+    return np.array([index[ch] for ch in prompt], dtype=np.int32)
+
+
+def write(backend, dataset, task, out_dir: Path, *, n: int, seed: int, tag: str, prompt: str | None = None,
+          length: int = 400, temperature: float = 0.8, top_k: int | None = None) -> list[Path]:
+    """Write `n` samples for the task into out_dir; return the files written (none for classifiers).
+
+    Text sample i is drawn from its own stream, seeded by `sample_seed(seed, i)`. A `prompt` (text
+    of the dataset's vocabulary) starts every text sample; `length` new tokens follow it. Images
+    draw their latents from one stream seeded by `seed`; reconstructions pick test images with a
+    numpy Generator seeded by `seed`."""
     if task.samples is None:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -59,14 +95,18 @@ def write(backend, dataset, task, out_dir: Path, *, n: int, seed: int, tag: str)
         x = split.x[idx]
         return [save_reconstructions(x, backend.reconstruct(x), out_dir / f"{tag}-reconstructions.png")]
     if task.samples == "text":
-        paths = []
-        prompt = dataset.encode("\n") if "\n" in (dataset.vocab or []) else np.zeros(1, dtype=np.int32)
+        if prompt is None:
+            ids = dataset.encode("\n") if "\n" in (dataset.vocab or []) else np.zeros(1, dtype=np.int32)
+            prefix = ""
+        else:
+            ids, prefix = encode_prompt(dataset, prompt), prompt
+        label = f"temperature {temperature:g}" + (f", top-k {top_k}" if top_k is not None else "")
         chunks = []
         for i in range(max(1, n)):
-            ids = backend.generate_tokens(prompt, 400, temperature=0.8, top_k=None, seed=seed + i)
-            chunks.append(f"--- sample {i + 1} (temperature 0.8) ---\n" + dataset.decode(ids))
+            new = backend.generate_tokens(ids, length, temperature=temperature, top_k=top_k,
+                                          seed=sample_seed(seed, i))
+            chunks.append(f"--- sample {i + 1} ({label}) ---\n" + prefix + dataset.decode(new))
         path = out_dir / f"{tag}-text.txt"
         path.write_text("\n\n".join(chunks) + "\n", encoding="utf-8")
-        paths.append(path)
-        return paths
+        return [path]
     raise ValueError(f"unknown sample kind {task.samples!r}")
