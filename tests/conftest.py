@@ -30,6 +30,11 @@ CONFIGS = REPO / "configs"
 # Training tests pass device=cpu themselves: results must not depend on the machine.
 os.environ["AIRLAB_OFFLINE"] = "1"
 os.environ.pop("AIRLAB_DEBUG", None)
+# One thread per run, in this process and in the ones it starts (airlab's default thread count is
+# the usable cores, lowered by OMP_NUM_THREADS): the same arithmetic order everywhere, so digests
+# compare across processes, and a loaded machine is not made slower still by oversubscription.
+# Tests of the thread count itself set train.threads or their own environment.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 # Tiny, offline data for training tests: 512 generated shapes, 256 of them used for training.
 SHAPES_TINY = ["data.name=shapes", "data.size=512", "data.limit=256"]

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import TYPE_CHECKING, Iterator, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from airlab.train.threads import ThreadPlan
 
 
 class NonFiniteStep(Exception):
@@ -52,6 +55,8 @@ class ModelSummary:
 class Backend(Protocol):
     name: str
     device: str  # resolved, e.g. "cpu", "cuda:0"
+    threads: int  # CPU threads the framework's kernels use in this process (train.threads, applied)
+    thread_plan: "ThreadPlan"  # how that count was chosen (airlab.train.threads.plan_threads)
 
     def __init__(self, config, dataset, task, *, training: bool = True) -> None: ...
 
@@ -102,4 +107,10 @@ class Backend(Protocol):
                         seed: int) -> np.ndarray: ...
 
     def environment(self) -> dict:
-        """Framework versions and device facts for env.json."""
+        """Framework versions and device facts for env.json (with the thread count requested,
+        resolved and in force, and how it was derived)."""
+
+    def numerics_facts(self) -> dict:
+        """The facts bitwise-exact resume depends on (thread count in force, framework and numpy
+        versions, device, precision, determinism, kernel libraries, CPU), as JSON. A checkpoint
+        records them; a resume compares them with airlab.train.threads.compare_facts."""

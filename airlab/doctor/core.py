@@ -82,10 +82,14 @@ def gather(backends: tuple[str, ...] = BACKENDS, deep: bool = False, timeout: fl
     if commands is None:
         commands = {b: frameworks.probe_command(b, deep) for b in backends}
     running = frameworks.start(commands, env=probe_env)  # the slow part starts first, in parallel
-    system = _in_thread(system_probe or probe_system, 15, {})
-    nvidia = _in_thread(nvidia_probe or probe_nvidia, 20, {"gpus": [], "nvml": {"ok": False, "error": "probe failed"}})
-    packages = _in_thread(packages_probe or installed_packages, 15, {})
-    results = frameworks.finish(running, timeout)
+    try:
+        system = _in_thread(system_probe or probe_system, 15, {})
+        nvidia = _in_thread(nvidia_probe or probe_nvidia, 20, {"gpus": [], "nvml": {"ok": False, "error": "probe failed"}})
+        packages = _in_thread(packages_probe or installed_packages, 15, {})
+        results = frameworks.finish(running, timeout)
+    except BaseException:  # interrupted (a signal): the probes run in their own sessions, so stop them
+        frameworks.kill_all(running)
+        raise
     return {"system": system, "nvidia": nvidia, "frameworks": results, "packages": packages,
             "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ},
             "options": {"backends": list(backends), "deep": deep, "timeout_s": timeout},

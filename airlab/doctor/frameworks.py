@@ -57,15 +57,20 @@ def start(commands: dict[str, list[str]], env: dict | None = None) -> dict[str, 
     full_env = dict(os.environ if env is None else env)
     full_env["PYTHONUNBUFFERED"] = "1"  # so a killed probe still leaves its last stage behind
     running = {}
-    for name, argv in commands.items():
-        try:
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                    text=True, errors="replace", env=full_env, start_new_session=True)
-            running[name] = Running(name, proc, time.monotonic())
-        except OSError as e:
-            r = Running(name, None, time.monotonic(), error=f"could not start the probe: {e}")
-            r.done.set()
-            running[name] = r
+    try:
+        for name, argv in commands.items():
+            try:
+                proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        stdin=subprocess.DEVNULL, text=True, errors="replace", env=full_env,
+                                        start_new_session=True)
+                running[name] = Running(name, proc, time.monotonic())
+            except OSError as e:
+                r = Running(name, None, time.monotonic(), error=f"could not start the probe: {e}")
+                r.done.set()
+                running[name] = r
+    except BaseException:  # interrupted between two starts: stop the ones already running
+        kill_all(running)
+        raise
     for r in running.values():
         if r.proc is not None:
             threading.Thread(target=_collect, args=(r,), daemon=True).start()
@@ -87,6 +92,13 @@ def _kill(proc: subprocess.Popen) -> None:
             proc.kill()
         except OSError:
             pass
+
+
+def kill_all(running: dict[str, Running]) -> None:
+    """Stop every probe still running (the doctor was interrupted)."""
+    for r in running.values():
+        if r.proc is not None and r.proc.poll() is None:
+            _kill(r.proc)
 
 
 def finish(running: dict[str, Running], timeout: float = DEFAULT_TIMEOUT) -> dict[str, dict]:

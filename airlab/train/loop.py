@@ -7,11 +7,13 @@ step, so a checkpoint needs only the step to put the data back where it was.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from airlab.errors import (AirlabError, CheckpointError, ConfigError, Environmen
 from airlab.signals import SignalReceived
 from airlab.tasks import Task, get_task
 from airlab.train import checkpoint as ckpt
-from airlab.train import rundir, samples
+from airlab.train import rundir, samples, threads
 from airlab.train.progress import Reporter
 from airlab.train.schedule import lr_function
 
@@ -238,6 +240,10 @@ class Trainer:
         self.dataset = _load_data(self.config)
         self.backend = self.backend_cls(self.config, self.dataset, self.task)
         self.backend.faults = self.faults
+        contended = threads.contention_warning(self.backend.threads, device=str(self.backend.device),
+                                               usable=self.backend.thread_plan.cores.usable)
+        if contended:
+            warnings.warn(contended, stacklevel=2)
         self.plan = make_plan(self.config, self.dataset, self.task)
         self.lr_at = lr_function(self.config.train, self.plan.total_steps)
 
@@ -255,6 +261,8 @@ class Trainer:
             # the training metrics summed since the last log line: the resumed run's first line equals
             # the uninterrupted run's even when log_every does not divide checkpoint_every
             "train_metrics": self.backend.train_metrics_state(),
+            # what bitwise-exact resume depends on (threads, versions, device, precision)
+            "numerics": self.backend.numerics_facts(),
             "rng": {
                 "python": [py_state[0], list(py_state[1]), py_state[2]],
                 "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
@@ -383,6 +391,7 @@ class Trainer:
                                   f"{cfg.data.batch_size}")
         self.backend.grad_accum = state["grad_accum"]
         self._last_ckpt = self.resume_from
+        self._record_resume(saved, state["step"])
         rundir.truncate_metrics(self.run_dir / "metrics.jsonl", state["step"], warn=self.reporter.message)
         if self.config_changes:  # allowed: keep the old config beside the new one
             old = self.run_dir / "config.yaml"
@@ -390,6 +399,27 @@ class Trainer:
             rundir.atomic_write(old, to_yaml(cfg))
             self.reporter.message(f"config changed at step {state['step']}: {', '.join(self.config_changes)}")
         self.reporter.message(f"resuming {self.run_dir} from {self.resume_from.name}")
+
+    def _record_resume(self, saved: dict, step: int) -> None:
+        """env.json keeps one entry per resume (argv, time, the numerics facts in force); when
+        those differ from the checkpoint's, the run warns that it will not be bitwise equal to an
+        uninterrupted one."""
+        now = self.backend.numerics_facts()
+        changed = threads.compare_facts(saved.get("numerics") or {}, now)
+        if changed:
+            warnings.warn(f"resuming at step {step} under other numerics than the checkpoint's ({'; '.join(changed)}): "
+                          "the result will not be bitwise equal to an uninterrupted run "
+                          "(set train.threads to the checkpoint's count to keep it exact)", stacklevel=2)
+        path = self.run_dir / "env.json"
+        try:
+            env = json.loads(path.read_text(encoding="utf-8"))
+            env = env if isinstance(env, dict) else {}
+        except (OSError, ValueError):
+            env = {}
+        resumes = env.get("resumes") if isinstance(env.get("resumes"), list) else []
+        env["resumes"] = [*resumes, {"at_step": step, "time": rundir.now_iso(), "argv": self.argv,
+                                     "numerics": now, "changed": changed}]
+        rundir.write_json(path, env)
 
     # -- status.json -------------------------------------------------------------------------------
     def _set_status(self, status: str, state: dict, **fields) -> None:

@@ -302,3 +302,20 @@ def test_non_utf8_bytes_in_metrics_are_refused_naming_the_line(finished, airlab_
     r = airlab_cli("train", "--resume", run_dir)
     assert r.code == 2, r.err
     assert r.err_lines[0] == f"error: {run_dir / 'metrics.jsonl'}:2: not UTF-8 text (byte 0xff at column 40)"
+
+
+def test_resume_under_another_thread_count_warns_and_env_json_records_it(monkeypatch, airlab_cli, tmp_path):
+    """The default thread count follows the machine (cores, quota, OMP_NUM_THREADS); a resume where
+    it differs cannot be bitwise equal to an uninterrupted run, so it says so and env.json keeps it."""
+    run_dir = tmp_path / "run"
+    no_threads = [a for a in TINY if not a.startswith("train.threads")]
+    assert airlab_cli("train", *no_threads, "--run-dir", run_dir).code == 0  # OMP_NUM_THREADS=1 (conftest)
+    shutil.rmtree(run_dir / "checkpoints" / "step-8")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    r = airlab_cli("train", "--resume", run_dir)
+    assert r.code == 0, r.err
+    warning = [l for l in r.err_lines if l.startswith("warning: resuming at step 4 under other numerics")]
+    assert len(warning) == 1 and "threads 1 -> 2" in warning[0], r.err
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["resumes"][-1]["at_step"] == 4 and "threads 1 -> 2" in env["resumes"][-1]["changed"]
+    assert env["resumes"][-1]["numerics"]["threads"] == 2

@@ -222,3 +222,31 @@ def test_install_leaves_an_ignored_signal_ignored():
             signals.restore(old)
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+def test_an_interrupted_doctor_leaves_no_probe_running(monkeypatch, airlab_cli):
+    """The framework probes run in their own sessions (a terminal's Ctrl-C does not reach them):
+    an interrupted doctor stops them itself."""
+    from airlab.doctor import frameworks
+
+    started = []
+    real_start, real_finish = frameworks.start, frameworks.finish
+
+    def start(commands, env=None):
+        slow = {name: [sys.executable, "-c", "import time; time.sleep(300)"] for name in commands}
+        running = real_start(slow, env=env)
+        started.extend(r.proc for r in running.values())
+        return running
+
+    def finish(running, timeout):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+        return real_finish(running, timeout)
+
+    monkeypatch.setattr(frameworks, "start", start)
+    monkeypatch.setattr(frameworks, "finish", finish)
+    r = airlab_cli("doctor", "--backend", "torch")
+    assert r.code == 143 and r.err_lines == ["error: interrupted (SIGTERM)"], r.err
+    assert started
+    for proc in started:
+        assert proc.wait(timeout=30) is not None  # killed, not left sleeping

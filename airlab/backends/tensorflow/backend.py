@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import keras
@@ -30,6 +31,7 @@ from airlab.backends.tensorflow import losses
 from airlab.backends.tensorflow.models import init_seeds
 from airlab.backends.tensorflow.optim import Optimizer
 from airlab.errors import CheckpointError, ConfigError, EnvironmentProblem
+from airlab.train import threads as threads_module
 
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.safetensors"
@@ -63,7 +65,7 @@ def resolve_device(requested: str) -> tuple[str, str]:
         raise EnvironmentProblem(
             f"device: {requested} requested but tensorflow {tf.__version__} sees no GPU"
             + ("" if build.get("is_cuda_build") else " (this is a CPU-only build)"),
-            hint='use device: cpu, or install TensorFlow with CUDA: pip install "tensorflow[and-cuda]" (see README)')
+            hint='use device: cpu, or install TensorFlow with CUDA: pip install "tensorflow[and-cuda]" (see README: TensorFlow)')
     if index >= len(gpus):
         raise EnvironmentProblem(f"device: {requested} requested but only {len(gpus)} GPU(s) are visible",
                                  hint="use cuda:0 or check CUDA_VISIBLE_DEVICES")
@@ -134,6 +136,7 @@ class TensorFlowBackend:
         self.config, self.dataset, self.task = config, dataset, task
         self.spec = config.model
         t = config.train
+        self._apply_threads(t.threads)  # first: TensorFlow takes thread counts only before its runtime starts
         self.device, self.tf_device = resolve_device(config.device)
         self.policy = resolve_precision(t.precision, self.tf_device)
         if t.deterministic:
@@ -487,7 +490,12 @@ class TensorFlowBackend:
             if "tf_generator_state" not in rng:
                 raise CheckpointError(f"{rng_path}: no TensorFlow generator state (written by another backend?)",
                                       hint="carry a run across backends with `airlab convert RUN_DIR --to tensorflow`")
-            self.generator.reset(rng["tf_generator_state"])
+            try:
+                self.generator.reset(rng["tf_generator_state"])
+            except Exception as e:  # a state of the wrong shape or dtype
+                first = (str(e).strip().splitlines() or [""])[0][:200]
+                raise CheckpointError(f"{rng_path}: cannot restore the random generator: {type(e).__name__}: {first}",
+                                      hint="the checkpoint is damaged: remove it to resume from the one before") from None
 
     def named_weights(self):
         """Every variable (trainable or not) as float32 arrays by stable name, names sorted."""
@@ -533,7 +541,8 @@ class TensorFlowBackend:
                "cuda": build.get("cuda_version"), "cudnn": build.get("cudnn_version"),
                "device": self.device, "precision": _PRECISION_NAMES[self.policy],
                "xla": bool(self.config.train.compile), "deterministic": bool(self.config.train.deterministic),
-               "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
+               "threads": {**self.thread_plan.as_dict(), "actual": self.threads,
+                           "intra_op": tf.config.threading.get_intra_op_parallelism_threads() or None,
                            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or None}}
         if self.tf_device.startswith("/GPU"):
             gpus = _gpus()
@@ -542,3 +551,46 @@ class TensorFlowBackend:
             env["gpu"] = {"name": details.get("device_name"), "capability": f"{cc[0]}.{cc[1]}" if cc else None,
                           "count": len(gpus)}
         return env
+
+    # -- threads and the facts bitwise resume depends on ------------------------------------------
+    def _apply_threads(self, configured: int | None) -> None:
+        """Set TensorFlow's intra-op and inter-op thread counts from train.threads or the cores this
+        process may use (airlab.train.threads). TensorFlow takes them only before its runtime
+        starts: once it has, a different count cannot be applied, and the run says so and goes on
+        with (and records) the count in force."""
+        threading = tf.config.threading
+        self.thread_plan = threads_module.plan_threads(configured)
+        n = self.thread_plan.threads
+        for get, put in ((threading.get_intra_op_parallelism_threads, threading.set_intra_op_parallelism_threads),
+                         (threading.get_inter_op_parallelism_threads, threading.set_inter_op_parallelism_threads)):
+            if get() != n:
+                try:
+                    put(n)
+                except RuntimeError:  # "cannot be modified after initialization"
+                    pass
+        self.threads = _intra_op_threads()
+        if self.threads != n:
+            warnings.warn(f"train.threads: TensorFlow had already started in this process with {self.threads} "
+                          f"intra-op threads, so {n} could not be applied; this run uses {self.threads} "
+                          "(recorded in env.json)", stacklevel=2)
+
+    def numerics_facts(self) -> dict:
+        """What bitwise-exact resume depends on, as JSON: a checkpoint records it, a resume compares."""
+        facts = {"backend": "tensorflow", "tensorflow": tf.__version__, "keras": keras.__version__,
+                 "device": self.device, "precision": _PRECISION_NAMES[self.policy],
+                 "deterministic": bool(self.config.train.deterministic), "xla": bool(self.config.train.compile),
+                 "threads": _intra_op_threads(), "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+                 **threads_module.host_facts()}
+        if self.tf_device.startswith("/GPU"):
+            build = tf.sysconfig.get_build_info()
+            details = tf.config.experimental.get_device_details(_gpus()[int(self.tf_device.rsplit(":", 1)[1])])
+            facts.update({"cuda": build.get("cuda_version"), "cudnn": build.get("cudnn_version"),
+                          "gpu": details.get("device_name")})
+        return facts
+
+
+def _intra_op_threads() -> int:
+    """The intra-op thread count in force: the one set, or TensorFlow's default (0), one per CPU
+    this process may be scheduled on."""
+    return tf.config.threading.get_intra_op_parallelism_threads() or len(threads_module.affinity_cpus() or ()) \
+        or os.cpu_count() or 1

@@ -20,11 +20,17 @@ from airlab.backends.base import LayerRow, ModelSummary, NonFiniteStep, OutOfMem
 from airlab.backends.torch import losses
 from airlab.errors import CheckpointError, ConfigError, EnvironmentProblem
 from airlab import faults as faults_module
+from airlab.train import threads as threads_module
 
 MODEL_FILE = "model.safetensors"
 OPTIM_FILE = "optimizer.pt"
 RNG_FILE = "rng.safetensors"
 SCALER_FILE = "scaler.json"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -39,7 +45,7 @@ def resolve_device(requested: str) -> torch.device:
             raise EnvironmentProblem(
                 f"device: {requested} requested but torch {torch.__version__} sees no CUDA device"
                 + (" (this is a CPU-only build)" if torch.version.cuda is None else ""),
-                hint="use device: cpu, or install a CUDA build of torch (see README: GPU install)")
+                hint="use device: cpu, or install a CUDA build of torch (see README: CPU or GPU torch)")
         index = int(requested.split(":")[1]) if ":" in requested else torch.cuda.current_device()
         if index >= torch.cuda.device_count():
             raise EnvironmentProblem(f"device: {requested} requested but only {torch.cuda.device_count()} "
@@ -86,6 +92,7 @@ class TorchBackend:
         self.torch_device = resolve_device(config.device)
         self.device = str(self.torch_device)
         self.amp_dtype = resolve_precision(t.precision, self.torch_device)
+        self._apply_threads(t.threads)
         if t.deterministic:
             if self.torch_device.type == "cuda":
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -414,15 +421,29 @@ class TorchBackend:
                                       f"({type(e).__name__}); nothing in it was run",
                                       hint="a checkpoint must hold tensors only; do not resume from files of "
                                            "unknown origin") from None
-            self.optimizer.load_state_dict(state)
+            try:
+                self.optimizer.load_state_dict(state)
+            except Exception as e:  # tensors of the wrong shape or kind: not this model's optimizer
+                raise CheckpointError(f"{directory / OPTIM_FILE}: cannot restore the optimizer: "
+                                      f"{_first_line(e)}",
+                                      hint="was this checkpoint written with another train.optimizer or model?") from None
         if "torch_rng" not in skip:
-            rng = safetensors.torch.load_file(str(directory / RNG_FILE))
-            torch.set_rng_state(rng["torch_cpu"])
-            cuda_states = [rng[k] for k in sorted(k for k in rng if k.startswith("torch_cuda_"))]
-            if cuda_states and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
+            try:
+                rng = safetensors.torch.load_file(str(directory / RNG_FILE))
+                torch.set_rng_state(rng["torch_cpu"])
+                cuda_states = [rng[k] for k in sorted(k for k in rng if k.startswith("torch_cuda_"))]
+                if cuda_states and torch.cuda.is_available():
+                    torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
+            except Exception as e:  # not a safetensors file, no CPU state, or a state of the wrong size
+                raise CheckpointError(f"{directory / RNG_FILE}: cannot restore the random generator: "
+                                      f"{_first_line(e)}", hint="the checkpoint is damaged: remove it to resume "
+                                                                "from the one before") from None
         if self.scaler is not None and (directory / SCALER_FILE).exists() and "scaler" not in skip:
-            self.scaler.load_state_dict(json.loads((directory / SCALER_FILE).read_text()))
+            try:
+                self.scaler.load_state_dict(json.loads((directory / SCALER_FILE).read_text()))
+            except (OSError, ValueError, TypeError, KeyError) as e:
+                raise CheckpointError(f"{directory / SCALER_FILE}: cannot restore the grad scaler: "
+                                      f"{_first_line(e)}") from None
 
     def named_weights(self):
         """The weights as stored in model.safetensors: a tied tensor once, under the name that
@@ -471,9 +492,46 @@ class TorchBackend:
         env = {"name": "torch", "torch": torch.__version__, "cuda": torch.version.cuda,
                "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
                "device": self.device, "precision": str(self.amp_dtype or "fp32").replace("torch.", ""),
-               "threads": torch.get_num_threads()}
+               "threads": {**self.thread_plan.as_dict(), "actual": torch.get_num_threads(),
+                           "interop": torch.get_num_interop_threads()}}
         if self.torch_device.type == "cuda":
             props = torch.cuda.get_device_properties(self.torch_device)
             env["gpu"] = {"name": props.name, "capability": f"{props.major}.{props.minor}",
                           "memory_bytes": props.total_memory, "count": torch.cuda.device_count()}
         return env
+
+    # -- threads and the facts bitwise resume depends on ------------------------------------------
+    def _apply_threads(self, configured: int | None) -> None:
+        """Set torch's intra-op (and, where still possible, inter-op) thread count from
+        train.threads or the cores this process may use (airlab.train.threads)."""
+        self.thread_plan = threads_module.plan_threads(configured)
+        n = self.thread_plan.threads
+        torch.set_num_threads(n)
+        if torch.get_num_interop_threads() != n:
+            try:
+                torch.set_num_interop_threads(n)
+            except RuntimeError:  # allowed once per process, before any inter-op work; it moves no number
+                pass
+        self.threads = torch.get_num_threads()
+
+    def numerics_facts(self) -> dict:
+        """What bitwise-exact resume depends on, as JSON: a checkpoint records it, a resume compares."""
+        facts = {"backend": "torch", "torch": torch.__version__, "device": self.device,
+                 "precision": str(self.amp_dtype or "fp32").replace("torch.", ""),
+                 "deterministic": bool(self.config.train.deterministic), "compile": bool(self.config.train.compile),
+                 "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                 "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available(),
+                 "parallel": _parallel_backend(), **threads_module.host_facts()}
+        if self.torch_device.type == "cuda":
+            facts.update({"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                          "gpu": torch.cuda.get_device_name(self.torch_device),
+                          "tf32": bool(torch.backends.cuda.matmul.allow_tf32)})
+        return facts
+
+
+def _parallel_backend() -> str | None:
+    """ATen's parallel backend ("OpenMP", "native thread pool", ...) from torch's build summary."""
+    for line in torch.__config__.parallel_info().splitlines():
+        if line.startswith("ATen parallel backend:"):
+            return line.split(":", 1)[1].strip()
+    return None
