@@ -10,11 +10,12 @@ from airlab.cli.common import human_bytes, invocation, out
 from airlab.errors import UsageError
 
 
-def _print_dry_run(cfg, plan, summary, dataset) -> None:
+def _print_dry_run(result) -> None:
     from rich.table import Table
 
     from airlab.config import to_yaml
 
+    cfg, plan, summary, dataset = result.config, result.plan, result.summary, result.dataset
     out.print("# resolved config", highlight=False)
     out.print(to_yaml(cfg), end="", highlight=False, markup=False)
     table = Table(title=f"{cfg.model.name} on {summary.device} ({summary.precision})")
@@ -26,9 +27,14 @@ def _print_dry_run(cfg, plan, summary, dataset) -> None:
     out.print(f"parameters: {summary.params:,} ({human_bytes(summary.param_bytes)}); "
               f"estimated training memory at batch {cfg.data.batch_size}: {human_bytes(summary.est_train_bytes)}",
               highlight=False)
-    out.print(f"data: {dataset.name} train {len(dataset.train):,} / val {len(dataset.val):,}"
-              + (f" / test {len(dataset.test):,}" if dataset.test is not None else "")
-              + f"; {plan.steps_per_epoch:,} steps per epoch, {plan.total_steps:,} steps in all", highlight=False)
+    if dataset is None:  # the files are not here: built from the dataset's shapes, nothing downloaded
+        steps = result.total_steps
+        out.print(result.data_note + (f", {steps:,} steps in all" if steps is not None else ""),
+                  highlight=False, markup=False)
+    else:
+        out.print(f"data: {dataset.name} train {len(dataset.train):,} / val {len(dataset.val):,}"
+                  + (f" / test {len(dataset.test):,}" if dataset.test is not None else "")
+                  + f"; {plan.steps_per_epoch:,} steps per epoch, {plan.total_steps:,} steps in all", highlight=False)
     out.print("dry run: nothing trained", highlight=False)
 
 
@@ -55,8 +61,8 @@ def train(
         # `airlab train --resume RUN key=value`: no CONFIG, only overrides
         overrides.insert(0, str(config))
         config = None
-    if backend is not None:
-        overrides.append(f"backend={backend}")
+    if backend is not None:  # an override labelled as the user typed it, for its error messages
+        overrides.append((f"backend={backend}", f"--backend {backend}"))
     if config is None and resume is None:
         raise UsageError("train needs a CONFIG file (or --resume RUN_DIR)",
                          hint="example: airlab train configs/quickstart.yaml")
@@ -68,16 +74,17 @@ def train(
         # resume with overrides: start from the run's own config
         from airlab.config import apply_overrides, to_dict, validate
 
-        data = to_dict(loop.load_run_config(resume))
-        apply_overrides(data, {}, overrides)
-        cfg = validate(data)
+        data, locs = to_dict(loop.load_run_config(resume)), {}
+        apply_overrides(data, locs, overrides)
+        cfg = validate(data, locs)
     else:
         cfg = None
     if dry_run:
         if cfg is None:
             cfg = loop.load_run_config(resume)
-        plan, summary, dataset = loop.dry_run(cfg)
-        _print_dry_run(cfg, plan, summary, dataset)
+        from airlab.train.commands import dry_run as do_dry_run
+
+        _print_dry_run(do_dry_run(cfg))
         return
     trainer = loop.Trainer(cfg, run_dir=run_dir, resume=resume, argv=["airlab", *invocation()],
                            reporter=Reporter(out), allow_config_change=allow_config_change)
@@ -85,8 +92,13 @@ def train(
     s = result.summary
     final = s["final"]
     parts = [f"{split} " + " ".join(f"{k} {v:.4g}" for k, v in m.items()) for split, m in final.items()]
-    out.print(f"done: {s['steps']} steps in {s['wall_time_s']:.1f} s "
-              f"({s['samples_per_s'] or 0:,.0f} samples/s); " + "; ".join(parts), highlight=False)
+    if s.get("resumed_at_step") is not None:  # the whole run's steps, and what this process did
+        what = (f"done: {s['steps']} steps in all; this process resumed at step {s['resumed_at_step']} and ran "
+                f"{s['steps_this_process']} of them in {s['wall_time_s']:.1f} s")
+    else:
+        what = f"done: {s['steps']} steps in {s['wall_time_s']:.1f} s"
+    out.print(f"{what} (training {s['samples_per_s'] or 0:,.0f} samples/s over the whole run); " + "; ".join(parts),
+              highlight=False)
     for p in s["samples"]:
         out.print(f"samples: {p}", highlight=False)
     out.print(f"run directory: {result.run_dir}", highlight=False)

@@ -20,7 +20,7 @@ def validate(
     Example: airlab validate configs/vae.yaml train.epochs=2
     """
     from airlab import registry
-    from airlab.config import load_config, to_dict, to_yaml
+    from airlab.config import load_config, resources, to_dict, to_yaml
 
     cfg = load_config(config, overrides or [])
     if json_out:
@@ -28,8 +28,9 @@ def validate(
         return
     if show:
         out.print(to_yaml(cfg), end="", highlight=False, markup=False)
-    spec_cls = type(cfg.model)
-    params = cfg.model.num_params(spec_cls.default_data)
-    out.print(f"{config}: ok — model {cfg.model.name} ({registry.get_model(cfg.model.name).task}, "
-              f"{params:,} params at {spec_cls.default_data.input_shape or 'default'} input), "
+    # counted at the dataset's shapes where known without reading it, else at the spec's defaults
+    est = resources.estimate(cfg)
+    size = (f"{resources.count(est.params)} params at {est.info.input_shape or 'default'} input" if est
+            else "params counted when built for its data")
+    out.print(f"{config}: ok — model {cfg.model.name} ({registry.get_model(cfg.model.name).task}, {size}), "
               f"data {cfg.data.name}, backend {cfg.backend}, device {cfg.device}", highlight=False)

@@ -10,10 +10,13 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from airlab import registry
+from airlab.specs.base import refuse_bools
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # floats are finite everywhere (`.inf`, `.nan` and 1e999 are refused); bools are not numbers
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    _no_bools = model_validator(mode="before")(classmethod(refuse_bools))
 
 
 class DataConfig(_Section):
@@ -76,6 +79,8 @@ class TrainConfig(_Section):
     on_nonfinite: Literal["error", "skip"] = Field(
         "error", description="a step with a non-finite loss or gradient norm: stop (exit 3) or skip it")
     max_skipped_steps: int = Field(10, ge=0, description="with on_nonfinite: skip, the most steps skipped in a run")
+    threads: int | None = Field(None, ge=1, le=4096, description="CPU threads for the framework's kernels (default: "
+                                                                "the cores this process may use: affinity and cgroup quota)")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
@@ -90,7 +95,7 @@ class OutputConfig(_Section):
     runs_root: str = Field("runs", description="runs are written to <runs_root>/<name>-<timestamp>/")
 
 
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 
 
 class _RunConfigBase(_Section):
@@ -105,14 +110,14 @@ class _RunConfigBase(_Section):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if not _DEVICE.match(v):
+        if not _DEVICE.fullmatch(v):
             raise ValueError(f"Expected auto, cpu, cuda, cuda:N or mps. Received: device={v!r}")
         return v
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", v):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
             raise ValueError("use letters, digits, '.', '_' and '-' only (it names the run directory)")
         return v
 

@@ -75,7 +75,7 @@ def convert_run(run_dir: Path, to: str, out: Path | None = None, argv: list[str]
     run_dir = Path(run_dir)
     if to not in registry.BACKENDS:
         raise UsageError(f"--to {to}: expected one of {', '.join(registry.BACKENDS)}")
-    config = load_run_config(run_dir)
+    config = load_run_config(run_dir, to_train=False)
     if config.backend == to:
         raise UsageError(f"{run_dir} is already a {to} run", hint=f"convert to the other backend, e.g. --to "
                          f"{'torch' if to == 'tensorflow' else 'tensorflow'}")

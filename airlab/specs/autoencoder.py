@@ -71,7 +71,8 @@ class AutoencoderSpec(ModelSpec):
         if h % factor or w % factor:
             raise ValueError(
                 f"Model 'autoencoder' (kind 'conv', {len(self.channels)} pooling blocks) needs H and W divisible "
-                f"by {factor} to reconstruct the input's shape. Received: input_shape={info.input_shape}"
+                f"by {factor if len(self.channels) <= 20 else f'2**{len(self.channels)}'} to reconstruct the input's "
+                f"shape. Received: input_shape={info.input_shape}"
             )
 
     def num_params(self, info: DataInfo) -> int:

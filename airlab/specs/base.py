@@ -10,10 +10,11 @@ of the spec: they arrive as a `DataInfo` when the model is built.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,59 @@ class DataInfo:
     vocab_size: int | None = None
 
 
+def _takes_numbers(annotation: Any) -> bool:
+    """Whether a field's type holds ints or floats, and no bools."""
+    seen: set = set()
+
+    def types(a: Any) -> None:
+        if isinstance(a, type):
+            seen.add(a)
+        for arg in typing.get_args(a):
+            types(arg)
+
+    types(annotation)
+    return bool(seen & {int, float}) and bool not in seen
+
+
+def _holds_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    return isinstance(value, (list, tuple)) and any(_holds_bool(v) for v in value)
+
+
+class BooleanInput:
+    """Stands in for true/false given to a number: no number type accepts it, so the field's own
+    error ("Input should be a valid integer. Received: steps=True") names the field."""
+
+    def __init__(self, value: bool):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, bool):
+        return BooleanInput(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_mask(v) for v in value)
+    return value
+
+
+def refuse_bools(cls: type[BaseModel], data: Any) -> Any:
+    """A before-validator for a whole model: true/false is not a number. Pydantic reads `true` as
+    1 for an int or float field (and inside lists and tuples of them); a config means no such
+    thing. (A model validator: the discriminator `name` may not have a field validator.)"""
+    if not isinstance(data, dict):
+        return data
+    out = None
+    for name, field in cls.model_fields.items():
+        if name in data and _holds_bool(data[name]) and _takes_numbers(field.annotation):
+            out = dict(data) if out is None else out
+            out[name] = _mask(data[name])
+    return data if out is None else out
+
+
 # Activation functions every backend provides under the same name. GELU is the exact (erf) form in
 # both PyTorch (nn.GELU()) and Keras (keras.activations.gelu(approximate=False)).
 Activation = Literal["relu", "gelu", "tanh", "silu"]
@@ -38,7 +92,9 @@ Activation = Literal["relu", "gelu", "tanh", "silu"]
 class ModelSpec(BaseModel):
     """Base class: subclasses add `name: Literal["..."]` and their hyperparameters."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # floats are finite everywhere (`.inf`, `.nan` and 1e999 are refused); bools are not numbers
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    _no_bools = model_validator(mode="before")(classmethod(refuse_bools))
 
     # The DataInfo used for `airlab models` (parameter count at defaults) and contract tests.
     default_data: ClassVar[DataInfo] = DataInfo(input_shape=(1, 28, 28), num_classes=10)

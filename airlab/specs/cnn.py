@@ -78,10 +78,11 @@ class CNNSpec(ModelSpec):
     def feature_shape(self, info: DataInfo) -> tuple[int, int, int]:
         """(C, H, W) after the conv blocks; ValueError if the image shrinks to nothing."""
         _, h, w = need_image("cnn", info)
+        pools = set(self.pool_after)
         for i in range(len(self.channels)):
             if self.padding == "valid":
                 h, w = h - self.kernel_size + 1, w - self.kernel_size + 1
-            if i in self.pool_after:
+            if i in pools:
                 h, w = h // 2, w // 2
             if h < 1 or w < 1:
                 raise ValueError(

@@ -79,8 +79,8 @@ class RNNSpec(ModelSpec):
         self.check_data(info)
         g, h = _GATES[self.cell], self.hidden_size
         dirs = 2 if self.bidirectional else 1
-        n_in, total = self.sequence_shape(info)[1], 0
-        for _ in range(self.num_layers):
-            total += dirs * (g * h * (n_in + h) + 2 * g * h)  # W_ih, W_hh, b_ih, b_hh
-            n_in = dirs * h
-        return total + n_in * need_num_classes("rnn", info) + need_num_classes("rnn", info)
+        layer = lambda n_in: dirs * (g * h * (n_in + h) + 2 * g * h)  # W_ih, W_hh, b_ih, b_hh  # noqa: E731
+        # the first layer reads the features, every later one the layer below (closed form: any
+        # num_layers is counted at once)
+        total = layer(self.sequence_shape(info)[1]) + (self.num_layers - 1) * layer(dirs * h)
+        return total + dirs * h * need_num_classes("rnn", info) + need_num_classes("rnn", info)

@@ -60,7 +60,7 @@ def sample(run_dir: Path, n: int, seed: int | None = None, *, prompt: str | None
         the prompt must use the dataset's characters.
     """
     run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
+    config = load_run_config(run_dir, to_train=False)
     task = get_task(registry.get_model(config.model.name).task)
     if task.samples is None:
         raise ConfigError(f"{run_dir}: a {task.name} model ({config.model.name}) does not generate samples",

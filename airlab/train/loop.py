@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import signal
 import threading
 import time
@@ -26,7 +27,7 @@ from airlab.config import to_dict, to_yaml
 from airlab.data import load_dataset
 from airlab import faults, signals
 from airlab.backends.base import NonFiniteStep, OutOfMemoryStep
-from airlab.errors import (AirlabError, CheckpointError, ConfigError, EnvironmentProblem, Interrupted,
+from airlab.errors import (AirlabError, CheckpointError, ConfigError, DataError, EnvironmentProblem, Interrupted,
                            OutputClosed, TrainingDiverged, UsageError, environment_cause)
 from airlab.signals import SignalReceived
 from airlab.tasks import Task, get_task
@@ -179,12 +180,14 @@ class _Clock:
         return value
 
 
-def load_run_config(run_dir: Path):
+def load_run_config(run_dir: Path, *, to_train: bool = True):
+    """A run's own config. `to_train=False` (sample, convert) skips the check that the model's
+    training state fits this machine's memory: a run trained elsewhere can still be read."""
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise CheckpointError(f"{run_dir}: not a run directory (no config.yaml)",
                               hint="pass the directory a run printed on its last line")
-    return config_load.load_config(path)
+    return config_load.load_config(path, check_resources=to_train)
 
 
 class Trainer:
@@ -200,9 +203,8 @@ class Trainer:
         if resume is not None:
             resume = Path(resume)
             if run_dir is not None and Path(run_dir).resolve() != resume.resolve():
-                raise UsageError(f"--resume {resume} --run-dir {run_dir}: a resumed run stays in its own directory",
-                                 hint=f"drop --run-dir to continue {resume}, or drop --resume to start a new run "
-                                      f"in {run_dir}")
+                raise UsageError(f"--run-dir {run_dir} with --resume {resume}: a resumed run continues in its own "
+                                 "directory", hint="leave out --run-dir when resuming (or give it the run's directory)")
             saved = load_run_config(resume)
             if config is None:
                 config = saved
@@ -225,6 +227,7 @@ class Trainer:
         # a new run's directory is claimed (created) when the run starts, under its lock
         self.run_dir: Path | None = self.resume_dir or (Path(run_dir) if run_dir else None)
         self._given_run_dir = self.resume_dir is None and run_dir is not None
+        self._dir_existed = False  # an existing empty --run-dir is the user's: never removed
         if self._given_run_dir and self.run_dir.exists() and (not self.run_dir.is_dir() or any(self.run_dir.iterdir())):
             what = "holds a run" if (self.run_dir / "config.yaml").exists() else "already exists"
             raise UsageError(f"--run-dir {self.run_dir}: {what}",
@@ -307,13 +310,17 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> RunResult:
         if self.resume_dir is None:
+            self._dir_existed = self._given_run_dir and self.run_dir.is_dir()
             self.run_dir = (rundir.claim_given_run_dir(self.run_dir) if self._given_run_dir
                             else rundir.claim_run_dir(self.config.output.runs_root, self.config.name))
         lock = rundir.RunLock(self.run_dir).acquire()
+        self._discard = False
         try:
             return self._run_locked()
         finally:
             lock.release()
+            if self._discard:  # a new run refused before it trained: it leaves no directory behind
+                shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _run_locked(self) -> RunResult:
         cfg = self.config
@@ -354,6 +361,10 @@ class Trainer:
                 log.close()
         except BaseException as e:
             err = self._as_airlab_error(e, state)
+            # the config or the data was refused before anything ran (the model cannot read this data,
+            # files missing): nothing of this run is worth keeping
+            self._discard = (self.resume_from is None and self._phase == "start" and not self._dir_existed
+                             and isinstance(err, (ConfigError, DataError)))
             self._end_status(err, state)
             if err is not None and err is not e:
                 raise err from None

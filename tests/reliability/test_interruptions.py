@@ -250,3 +250,44 @@ def test_an_interrupted_doctor_leaves_no_probe_running(monkeypatch, airlab_cli):
     assert started
     for proc in started:
         assert proc.wait(timeout=30) is not None  # killed, not left sleeping
+
+
+def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_metrics_and_weights(uninterrupted, tmp_path):
+    """Real SIGKILLs at moments drawn across the whole life of the process (start-up, training,
+    saves, the final evaluation and summary), each followed by --resume, until the run finishes."""
+    import random
+
+    rng = random.Random(7)
+    run_dir = tmp_path / "run"
+    env = {**os.environ, **ONE_THREAD}
+    argv = [sys.executable, "-m", "airlab", *train_argv(run_dir)]
+    kills = 0
+    for attempt in range(7):  # six kills at random moments, then one run left to finish
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if attempt < 6:
+            start = time.time()
+            while not _handlers_installed(proc.pid) and proc.poll() is None and time.time() - start < 60:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 6.0))
+            if proc.poll() is None:
+                proc.kill()
+                kills += 1
+        _, err = proc.communicate(timeout=300)
+        if attempt == 6:
+            assert proc.returncode == 0, err
+        elif proc.returncode not in (0, -signal.SIGKILL):
+            raise AssertionError(err)
+        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step-*")):
+            argv = [sys.executable, "-m", "airlab", "train", "--resume", str(run_dir)]
+        else:  # killed before the first checkpoint: nothing to resume, start again
+            shutil_rm(run_dir)
+    assert kills >= 1
+    assert records(run_dir) == records(uninterrupted)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["weights_sha256"] == json.loads((uninterrupted / "summary.json").read_text())["weights_sha256"]
+
+
+def shutil_rm(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
