@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import subprocess
+import textwrap
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,10 @@ os.environ.pop("AIRLAB_DEBUG", None)
 # compare across processes, and a loaded machine is not made slower still by oversubscription.
 # Tests of the thread count itself set train.threads or their own environment.
 os.environ["OMP_NUM_THREADS"] = "1"
+# TensorFlow takes its thread counts once, when its runtime starts (in whichever test touches it
+# first), from these variables; airlab's TensorFlow backend then finds 1 in force, as it asks.
+os.environ["TF_NUM_INTRAOP_THREADS"] = "1"
+os.environ["TF_NUM_INTEROP_THREADS"] = "1"
 
 # Tiny, offline data for training tests: 512 generated shapes, 256 of them used for training.
 SHAPES_TINY = ["data.name=shapes", "data.size=512", "data.limit=256"]
@@ -179,3 +184,29 @@ def repo() -> Path:
 def shipped_configs() -> list[Path]:
     """Every YAML config shipped under configs/ (subdirectories too), sorted."""
     return sorted(p for p in CONFIGS.rglob("*.yaml") if p.is_file())
+
+
+# -- configs written by tests -----------------------------------------------------------------
+
+def write(path: Path, text: str) -> Path:
+    """Write a (dedented) YAML config for a test."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def problems_of(path, overrides=None) -> list[str]:
+    """The problems load_config reports for a config that must be refused (exit 2)."""
+    from airlab.config import load_config
+    from airlab.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides or [])
+    assert info.value.exit_code == 2
+    return info.value.problems
+
+
+def only_problem(path, overrides=None) -> str:
+    problems = problems_of(path, overrides)
+    assert len(problems) == 1, problems
+    return problems[0]

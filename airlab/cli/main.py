@@ -76,14 +76,22 @@ def _fail(message: str, hint: str | None, code: int, details: list[str] = ()) ->
     return code
 
 
+_DEFAULT_SHOW = getattr(warnings, "_showwarnmsg_impl", None)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings as one line on stderr (`warning: ...`), not Python's source-line format."""
+    """Warnings as one line on stderr (`warning: ...`), not Python's source-line format. Where a
+    caller records warnings (`warnings.catch_warnings(record=True)`, as pytest does), it still
+    receives them."""
     from airlab.cli.common import err
 
     try:
         err.print(f"warning: {message}", highlight=False, markup=False)
     except OSError:
         pass
+    recorder = getattr(warnings, "_showwarnmsg_impl", None)
+    if recorder is not None and recorder is not _DEFAULT_SHOW:
+        recorder(warnings.WarningMessage(message, category, filename, lineno, file, line))
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -260,18 +260,23 @@ def validate(data: dict, locs: dict | None = None, found: yaml_io.Problems | Non
     return config
 
 
-def _name_from_overrides(data: dict, locs: dict, given: dict[tuple, str]) -> None:
-    """A run of another model or dataset is named for them: when an override sets model.name or
-    data.name and none sets `name`, the name becomes <model>-<data> (`vae-shapes`)."""
-    changed = [given[p] for p in (("model", "name"), ("data", "name")) if p in given]
-    if not changed or ("name",) in given:
-        return
+def _model_and_data(data: dict) -> tuple:
     from airlab.config.schema import DataConfig
 
     model, section = data.get("model"), data.get("data")
     default = DataConfig.model_fields["name"].default
-    model_name = model.get("name") if isinstance(model, dict) else None
-    data_name = section.get("name", default) if isinstance(section, dict) else default
+    return (model.get("name") if isinstance(model, dict) else None,
+            section.get("name", default) if isinstance(section, dict) else default)
+
+
+def _name_from_overrides(data: dict, locs: dict, given: dict[tuple, str], before: tuple) -> None:
+    """A run of another model or dataset is named for them: when an override changes model.name
+    or data.name and none sets `name`, the name becomes <model>-<data> (`vae-shapes`)."""
+    model_name, data_name = _model_and_data(data)
+    changed = [given[p] for p, old, new in ((("model", "name"), before[0], model_name),
+                                            (("data", "name"), before[1], data_name)) if p in given and old != new]
+    if not changed or ("name",) in given:
+        return
     if all(isinstance(n, str) and _KEY_PART.fullmatch(n) for n in (model_name, data_name)):
         data["name"] = f"{model_name}-{data_name}"
         locs[("name",)] = changed[-1]
@@ -288,8 +293,9 @@ def load_config(path: str | Path, overrides: Iterable[Override] | None = None, *
         raise ConfigError(f"{path}: is a directory, expected a YAML config file")
     found: yaml_io.Problems = []
     data, locs = _read_with_extends(path, found)
+    before = _model_and_data(data)
     given = apply_overrides(data, locs, list(overrides or []))
-    _name_from_overrides(data, locs, given)
+    _name_from_overrides(data, locs, given, before)
     return validate(data, locs, found, check_resources=check_resources)
 
 

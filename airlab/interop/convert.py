@@ -108,6 +108,7 @@ def convert_run(run_dir: Path, to: str, out: Path | None = None, argv: list[str]
         raise CheckpointError(f"{found / MODEL_FILE}: non-finite weights; not converting them")
 
     trainer_state = ckpt.read_trainer_state(found)
+    trainer_state["numerics"] = backend.numerics_facts()  # the target backend's: a resume compares with these
     val = backend.evaluate("val") if len(dataset.val) > 0 else {}
     source_summary = {}
     if (run_dir / "summary.json").is_file():

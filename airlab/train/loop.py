@@ -418,9 +418,10 @@ class Trainer:
         now = self.backend.numerics_facts()
         changed = threads.compare_facts(saved.get("numerics") or {}, now)
         if changed:
+            advice = (" (set train.threads to the checkpoint's count to keep it exact)"
+                      if any(c.startswith("threads ") for c in changed) else "")
             warnings.warn(f"resuming at step {step} under other numerics than the checkpoint's ({'; '.join(changed)}): "
-                          "the result will not be bitwise equal to an uninterrupted run "
-                          "(set train.threads to the checkpoint's count to keep it exact)", stacklevel=2)
+                          f"the result will not be bitwise equal to an uninterrupted run{advice}", stacklevel=2)
         path = self.run_dir / "env.json"
         try:
             env = json.loads(path.read_text(encoding="utf-8"))

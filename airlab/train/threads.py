@@ -228,14 +228,14 @@ def measure_load(window: float = LOAD_WINDOW_S, *, cpus: Iterable[int] | None = 
 
 
 def contention_warning(threads: int, *, device: str = "cpu", usable: int | None = None,
-                       measure: Callable[[], CpuLoad | None] = measure_load) -> str | None:
+                       measure: Callable[[], CpuLoad | None] | None = None) -> str | None:
     """One line for the run to warn with, once, when other processes are busy on the cores this
     run's `threads` need; None when they are not, when the run uses one thread (nothing to
     recommend), or when the work is not on the CPU. Measures for about LOAD_WINDOW_S seconds.
     Never changes the count: the warning names the measured load and the setting to change."""
     if threads <= 1 or not device.startswith("cpu"):
         return None
-    load = measure()
+    load = (measure or measure_load)()
     if load is None:
         return None
     taken = load.other + load.steal

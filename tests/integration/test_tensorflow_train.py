@@ -70,8 +70,8 @@ def quick(tmp_path_factory, airlab_cli):
 def test_the_run_directory_is_the_torch_backends(quick):
     r, run_dir = quick
     assert r.out_lines[-1] == f"run directory: {run_dir}"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "config.yaml", "env.json", "metrics.jsonl",
-                                                         "summary.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "checkpoints", "config.yaml", "env.json",
+                                                         "metrics.jsonl", "status.json", "summary.json"]
     assert load_config(run_dir / "config.yaml").backend == "tensorflow"
     s = summary(run_dir)
     assert (s["model"], s["task"], s["backend"], s["device"], s["status"], s["steps"]) == (

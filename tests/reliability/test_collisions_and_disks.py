@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIGS, REPO, SHAPES_TINY, spawn
+from conftest import CONFIGS, REPO, SHAPES_TINY
 from airlab.train import checkpoint as ckpt
 from airlab.train import rundir
 
@@ -314,6 +314,7 @@ def test_resume_under_another_thread_count_warns_and_env_json_records_it(monkeyp
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     r = airlab_cli("train", "--resume", run_dir)
     assert r.code == 0, r.err
+    assert "done: 8 steps in all; this process resumed at step 4 and ran 4 of them in " in r.out
     warning = [l for l in r.err_lines if l.startswith("warning: resuming at step 4 under other numerics")]
     assert len(warning) == 1 and "threads 1 -> 2" in warning[0], r.err
     env = json.loads((run_dir / "env.json").read_text())

@@ -74,6 +74,7 @@ def test_a_signal_after_the_last_step_stops_cleanly_and_resume_finishes_the_run(
 
     again = spawn("train", "--resume", run_dir, env=ONE_THREAD)
     assert again.code == 0, again.err
+    assert "done: 8 steps in all; this process resumed at step 8 and ran 0 of them in " in again.out
     assert status(run_dir)["status"] == "completed"
     summary = json.loads((run_dir / "summary.json").read_text())
     base = json.loads((uninterrupted / "summary.json").read_text())
@@ -291,3 +292,25 @@ def shutil_rm(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_code_that_typer_returns_is_the_exit_code(monkeypatch, airlab_cli):
+    """Typer returns, rather than raises, the code of a typer.Exit when not in standalone mode."""
+    import typer
+
+    def exits_3(*args, **kwargs):
+        raise typer.Exit(3)
+
+    monkeypatch.setattr("airlab.registry.list_models", exits_3)
+    assert airlab_cli("models").code == 3
+
+
+def test_a_run_on_contended_cores_warns_once_naming_the_load(monkeypatch, airlab_cli, tmp_path):
+    from airlab.train import threads
+
+    monkeypatch.setattr(threads, "measure_load", lambda *a, **k: threads.CpuLoad(0.3, 2, 1.8, 0.0))
+    r = airlab_cli("train", *TINY, "train.threads=2", "--run-dir", tmp_path / "run")
+    assert r.code == 0, r.err
+    warnings = [l for l in r.err_lines if l.startswith("warning: the CPU is shared")]
+    assert len(warnings) == 1 and "train.threads=1" in warnings[0], r.err
+    assert json.loads((tmp_path / "run" / "env.json").read_text())["backend"]["threads"]["actual"] == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,26 +13,8 @@ from airlab.config import load_config, to_dict, to_yaml
 from airlab.config import yaml_io
 from airlab.config.load import MAX_EXTENDS_DEPTH
 from airlab.errors import ConfigError
-from conftest import shipped_configs
+from conftest import only_problem, problems_of, shipped_configs, write
 
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return path
-
-
-def problems_of(path, overrides=None) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config(path, overrides or [])
-    assert info.value.exit_code == 2
-    return info.value.problems
-
-
-def only_problem(path, overrides=None) -> str:
-    problems = problems_of(path, overrides)
-    assert len(problems) == 1, problems
-    return problems[0]
 
 
 MLP = """

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import textwrap
 import typing
 from pathlib import Path
 
@@ -24,26 +23,8 @@ from airlab.config.schema import DataConfig, EarlyStoppingConfig, TrainConfig
 from airlab.errors import ConfigError
 from airlab.specs.base import BooleanInput
 from airlab.specs.rnn import RNNSpec
-from conftest import CONFIGS
+from conftest import CONFIGS, only_problem, problems_of, write
 
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return path
-
-
-def problems_of(path, overrides=None) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        load_config(path, overrides or [])
-    assert info.value.exit_code == 2
-    return info.value.problems
-
-
-def only_problem(path, overrides=None) -> str:
-    problems = problems_of(path, overrides)
-    assert len(problems) == 1, problems
-    return problems[0]
 
 
 def parse_problem(text: str) -> str:
@@ -480,9 +461,11 @@ def test_the_resolved_config_records_the_name_used(tmp_path):
 def test_every_model_and_dataset_name_makes_a_valid_run_name(mlp_yaml):
     from airlab.data import dataset_names
 
+    own = load_config(mlp_yaml, check_resources=False)
     for data in dataset_names():
         name = load_config(mlp_yaml, [f"data.name={data}"], check_resources=False).name
-        assert name == f"mlp-{data}"
+        # an override that sets the config's own dataset changes nothing, the name included
+        assert name == (own.name if data == own.data.name else f"mlp-{data}")
 
 
 # --- hostile values stay readable in the error ------------------------------------------------------

@@ -28,17 +28,6 @@ from airlab.data.idx import read_idx, read_idx_bytes, write_idx
 from airlab.errors import DataError
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    """No test may touch the network or the user's cache."""
-    monkeypatch.setenv("AIRLAB_DATA_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("AIRLAB_OFFLINE", "1")
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("a test tried to use the network")
-
-    monkeypatch.setattr(files, "_urlopen", no_network)
-
 
 def _header(code: int, dims: tuple[int, ...]) -> bytes:
     return bytes([0, 0, code, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)

@@ -590,7 +590,12 @@ class TensorFlowBackend:
 
 
 def _intra_op_threads() -> int:
-    """The intra-op thread count in force: the one set, or TensorFlow's default (0), one per CPU
-    this process may be scheduled on."""
-    return tf.config.threading.get_intra_op_parallelism_threads() or len(threads_module.affinity_cpus() or ()) \
-        or os.cpu_count() or 1
+    """The intra-op thread count in force: the one set; else (0) the one TensorFlow's runtime took
+    from TF_NUM_INTRAOP_THREADS, or its default, one per CPU this process may be scheduled on."""
+    configured = tf.config.threading.get_intra_op_parallelism_threads()
+    if configured:
+        return configured
+    from_env = os.environ.get("TF_NUM_INTRAOP_THREADS", "").strip()
+    if from_env.isdigit() and int(from_env) > 0:
+        return int(from_env)
+    return len(threads_module.affinity_cpus() or ()) or os.cpu_count() or 1

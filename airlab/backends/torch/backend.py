@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -415,7 +416,9 @@ class TorchBackend:
             return
         if self.optimizer is not None and (directory / OPTIM_FILE).exists() and "optimizer" not in skip:
             try:
-                state = torch.load(directory / OPTIM_FILE, map_location=self.torch_device, weights_only=True)
+                with warnings.catch_warnings():  # torch's notes on the pickle protocol of a refused file
+                    warnings.simplefilter("ignore")
+                    state = torch.load(directory / OPTIM_FILE, map_location=self.torch_device, weights_only=True)
             except Exception as e:  # weights_only refuses anything but tensors and plain containers
                 raise CheckpointError(f"{directory / OPTIM_FILE}: refused to load optimizer state "
                                       f"({type(e).__name__}); nothing in it was run",
