@@ -1,0 +1,79 @@
+"""Every backend, described once. Everything that depends on which backends exist reads this
+table: the config schema, the registry's builders, the run loop's RNG parts, the converter, the
+bench, the doctor and setup. Framework-free: nothing here imports a framework, and every
+reference is a "module:attribute" string imported on first use.
+
+Adding a backend is one folder (`airlab/backends/<name>/`, with the same module names as its
+siblings: backend.py, models/<model>.py, bench.py, weights.py), one row here, and one converter
+(its `weights.py`) to the canonical weight layout.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BackendRow:
+    name: str  # the config's `backend:` value
+    display: str  # for people: "PyTorch"
+    module: str  # the framework's import name; its presence means the backend can run
+    distributions: tuple[str, ...]  # pip distributions that provide it (installed-package checks)
+    extra: str  # airlab's pip extra: pip install "airlab[<extra>]"
+    install_more: str  # a second install hint for people (other builds)
+    implementation: str  # "module:Class" of the Backend (airlab.backends.base.Backend)
+    rng_parts: tuple[str, ...]  # the parts of its RNG state a resume restores (AIRLAB_RESUME_SKIP names)
+    devices: tuple[str, ...]  # device kinds it can run on: "cpu", "cuda", "mps"
+
+    @property
+    def package(self) -> str:
+        """airlab's package for this backend: models/, bench.py, weights.py live here."""
+        return f"airlab.backends.{self.name}"
+
+    @property
+    def bench(self) -> str:
+        return f"{self.package}.bench"
+
+    @property
+    def weights(self) -> str:
+        """The converter between this backend's weight layout and the canonical one."""
+        return f"{self.package}.weights"
+
+    def builder(self, model: str) -> str:
+        return f"{self.package}.models.{model}:build"
+
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.module) is not None
+
+
+ROWS: tuple[BackendRow, ...] = (
+    BackendRow(
+        name="torch", display="PyTorch", module="torch", distributions=("torch",), extra="torch",
+        install_more="CPU-only torch: pip install torch --index-url https://download.pytorch.org/whl/cpu",
+        implementation="airlab.backends.torch.backend:TorchBackend",
+        rng_parts=("torch_rng", "scaler"), devices=("cpu", "cuda", "mps")),
+    BackendRow(
+        name="tensorflow", display="TensorFlow", module="tensorflow",
+        distributions=("tensorflow", "tensorflow-cpu", "tf-nightly", "tensorflow-macos"), extra="tf",
+        install_more='NVIDIA GPU: pip install "tensorflow[and-cuda]"',
+        implementation="airlab.backends.tensorflow.backend:TensorFlowBackend",
+        rng_parts=("tf_rng", "scaler"), devices=("cpu", "cuda")),
+)
+
+BACKENDS: tuple[str, ...] = tuple(row.name for row in ROWS)
+_BY_NAME = {row.name: row for row in ROWS}
+
+
+def get(name: str) -> BackendRow:
+    """The row of a backend by its config name; KeyError for an unknown one."""
+    return _BY_NAME[name]
+
+
+def load(target: str) -> Any:
+    """Import a "module:attribute" (or a bare module) named in the table."""
+    module, _, attr = target.partition(":")
+    imported = importlib.import_module(module)
+    return getattr(imported, attr) if attr else imported
