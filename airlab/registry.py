@@ -16,9 +16,10 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from airlab.backends import table
 from airlab.errors import BackendUnavailable, ConfigError
 
-BACKENDS = ("torch", "tensorflow")
+BACKENDS = table.BACKENDS
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,7 @@ def _entry(name: str, task: str, spec: str, description: str) -> ModelEntry:
         name=name,
         task=task,
         spec=f"airlab.specs.{name}:{spec}",
-        builders={"torch": f"airlab.backends.torch.models.{name}:build",
-                  "tensorflow": f"airlab.backends.tensorflow.models.{name}:build"},
+        builders={row.name: row.builder(name) for row in table.ROWS},
         description=description,
     )
 
@@ -110,14 +110,9 @@ def builder(name: str, backend: str) -> Callable:
 
 def require_framework(backend: str) -> None:
     """Raise BackendUnavailable with the install command when a backend's framework is missing."""
-    import importlib.util
-
-    module = {"torch": "torch", "tensorflow": "tensorflow"}[backend]
-    if importlib.util.find_spec(module) is None:
-        extra = {"torch": "torch", "tensorflow": "tf"}[backend]
-        more = {"torch": "CPU-only torch: pip install torch --index-url https://download.pytorch.org/whl/cpu",
-                "tensorflow": 'NVIDIA GPU: pip install "tensorflow[and-cuda]"'}[backend]
+    row = table.get(backend)
+    if not row.installed():
         raise BackendUnavailable(
-            f"the {backend} backend needs the '{module}' package, which is not installed",
-            hint=f'install it with: pip install "airlab[{extra}]"  ({more})',
+            f"the {backend} backend needs the '{row.module}' package, which is not installed",
+            hint=f'install it with: pip install "airlab[{row.extra}]"  ({row.install_more})',
         )

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
-
-from airlab.registry import require_framework
-
-_IMPLEMENTATIONS = {
-    "torch": "airlab.backends.torch.backend:TorchBackend",
-    "tensorflow": "airlab.backends.tensorflow.backend:TensorFlowBackend",
-}
+from airlab.backends import table
 
 
 def backend_class(name: str):
     """The backend class for `name`, importing its framework (exit 4 when it is missing)."""
     from airlab.errors import BackendUnavailable
+    from airlab.registry import require_framework
 
-    if name not in _IMPLEMENTATIONS:
+    if name not in table.BACKENDS:
         raise BackendUnavailable(
             f"the {name} backend is not implemented yet in this airlab version",
-            hint="use backend: torch (or --backend torch)",
+            hint=f"use backend: {' or '.join(table.BACKENDS)} (or --backend {table.BACKENDS[0]})",
         )
     require_framework(name)
-    module, _, attr = _IMPLEMENTATIONS[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return table.load(table.get(name).implementation)

@@ -4,8 +4,8 @@ bench, the doctor and setup. Framework-free: nothing here imports a framework, a
 reference is a "module:attribute" string imported on first use.
 
 Adding a backend is one folder (`airlab/backends/<name>/`, with the same module names as its
-siblings: backend.py, models/<model>.py, bench.py, weights.py), one row here, and one converter
-(its `weights.py`) to the canonical weight layout.
+siblings: backend.py, models/<model>.py, bench.py), one row here, and one converter to the
+canonical weight layout (airlab/interop/layout_<name>.py).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ class BackendRow:
     implementation: str  # "module:Class" of the Backend (airlab.backends.base.Backend)
     rng_parts: tuple[str, ...]  # the parts of its RNG state a resume restores (AIRLAB_RESUME_SKIP names)
     devices: tuple[str, ...]  # device kinds it can run on: "cpu", "cuda", "mps"
+    aliases: tuple[str, ...]  # other names people type for it on the command line ("tf")
+    setup_planner: str  # "module:function" (Machine, Compat) -> Choice: the wheel `airlab setup` picks
 
     @property
     def package(self) -> str:
@@ -39,8 +41,10 @@ class BackendRow:
 
     @property
     def weights(self) -> str:
-        """The converter between this backend's weight layout and the canonical one."""
-        return f"{self.package}.weights"
+        """The converter between this backend's weight layout and the canonical one
+        (airlab/interop/weights.py); framework-free, so it lives outside the backend's package,
+        whose import loads the framework."""
+        return f"airlab.interop.layout_{self.name}"
 
     def builder(self, model: str) -> str:
         return f"{self.package}.models.{model}:build"
@@ -54,17 +58,28 @@ ROWS: tuple[BackendRow, ...] = (
         name="torch", display="PyTorch", module="torch", distributions=("torch",), extra="torch",
         install_more="CPU-only torch: pip install torch --index-url https://download.pytorch.org/whl/cpu",
         implementation="airlab.backends.torch.backend:TorchBackend",
-        rng_parts=("torch_rng", "scaler"), devices=("cpu", "cuda", "mps")),
+        rng_parts=("torch_rng", "scaler"), devices=("cpu", "cuda", "mps"), aliases=("pytorch",),
+        setup_planner="airlab.setup.plan:plan_torch"),
     BackendRow(
         name="tensorflow", display="TensorFlow", module="tensorflow",
         distributions=("tensorflow", "tensorflow-cpu", "tf-nightly", "tensorflow-macos"), extra="tf",
         install_more='NVIDIA GPU: pip install "tensorflow[and-cuda]"',
         implementation="airlab.backends.tensorflow.backend:TensorFlowBackend",
-        rng_parts=("tf_rng", "scaler"), devices=("cpu", "cuda")),
+        rng_parts=("tf_rng", "scaler"), devices=("cpu", "cuda"), aliases=("tf",),
+        setup_planner="airlab.setup.plan:plan_tensorflow"),
 )
 
 BACKENDS: tuple[str, ...] = tuple(row.name for row in ROWS)
 _BY_NAME = {row.name: row for row in ROWS}
+
+
+def canonical(name: str) -> str | None:
+    """The backend a name or alias means ("tf" -> "tensorflow"), or None."""
+    name = name.strip().lower()
+    for row in ROWS:
+        if name == row.name or name in row.aliases:
+            return row.name
+    return None
 
 
 def get(name: str) -> BackendRow:

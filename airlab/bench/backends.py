@@ -3,7 +3,7 @@
 A backend's bench module (`airlab/backends/<name>/bench.py`) provides `make() -> BenchBackend`.
 Everything it returns is plain Python; workloads carry their own clock (CUDA events on a GPU,
 the synchronized host clock on a CPU). Adding a framework is one module with these methods and
-one line in BENCH_MODULES; the training suite needs nothing more than the training backend
+its row in airlab/backends/table.py; the training suite needs nothing more than the training backend
 itself (airlab.backends.backend_class), so it covers a framework as soon as that lands.
 
 Device ids are framework-neutral: "cpu", "cuda:0", "cuda:1", ...
@@ -17,13 +17,9 @@ from typing import Callable, Protocol
 
 from airlab.bench.harness import Clock
 from airlab.errors import BackendUnavailable
-from airlab.registry import BACKENDS
+from airlab.backends import table
 
-BENCH_MODULES = {
-    "torch": "airlab.backends.torch.bench",
-    "tensorflow": "airlab.backends.tensorflow.bench",
-}
-FRAMEWORK_MODULE = {"torch": "torch", "tensorflow": "tensorflow"}
+BENCH_MODULES = {row.name: row.bench for row in table.ROWS}
 
 
 class BenchWorkload(Protocol):
@@ -68,12 +64,12 @@ class BenchBackend(Protocol):
 
 
 def framework_installed(name: str) -> bool:
-    return importlib.util.find_spec(FRAMEWORK_MODULE[name]) is not None
+    return table.get(name).installed()
 
 
 def installed_backends() -> list[str]:
-    """Backends whose framework is importable, in registry order."""
-    return [b for b in BACKENDS if framework_installed(b)]
+    """Backends whose framework is importable, in the table's order."""
+    return [row.name for row in table.ROWS if row.installed()]
 
 
 def has_bench_module(name: str) -> bool:
@@ -93,5 +89,5 @@ def load(name: str) -> BenchBackend:
         require_framework(name)
     if not has_bench_module(name):
         raise BackendUnavailable(f"the {name} backend has no bench module in this airlab version",
-                                 hint="use --backend torch")
+                                 hint=f"use --backend {table.BACKENDS[0]}")
     return importlib.import_module(BENCH_MODULES[name]).make()

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import typer
 
+from airlab.backends import table
 from airlab.cli.common import out, print_json
 from airlab.errors import EnvironmentProblem, UsageError
 
 STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 TITLES = {"system": "System", "gpu": "NVIDIA GPU and driver", "cuda": "CUDA toolkit and libraries",
-          "torch": "PyTorch", "tensorflow": "TensorFlow", "security": "Known CVEs in installed packages"}
+          **{row.name: row.display for row in table.ROWS}, "security": "Known CVEs in installed packages"}
 
 
-def parse_backends(value: str, allowed=("torch", "tensorflow"), option: str = "--backend") -> tuple[str, ...]:
-    """'all' | 'torch' | 'torch,tensorflow' ('tf' is accepted for tensorflow) -> a tuple of names."""
+def parse_backends(value: str, allowed=table.BACKENDS, option: str = "--backend") -> tuple[str, ...]:
+    """'all' | 'torch' | 'torch,tensorflow' (aliases such as 'tf' accepted) -> a tuple of names."""
     if value.strip().lower() == "all":
         return tuple(allowed)
     names = []
     for part in value.split(","):
-        p = {"tf": "tensorflow", "pytorch": "torch"}.get(part.strip().lower(), part.strip().lower())
+        p = table.canonical(part) or part.strip().lower()
         if p not in allowed:
             raise UsageError(f"{option}: expected one of {', '.join(allowed)} or all. Received: {part.strip()!r}",
                              hint=f"example: {option} torch")

@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from airlab.backends import table
 from airlab.cli.common import out, print_json
 from airlab.errors import EnvironmentProblem, UsageError
 
@@ -64,8 +65,9 @@ def setup(
                          hint="example: airlab setup --dry-run --json")
     machine = s.machine_facts(assume_driver=driver, assume_gpu=gpus)
     if backend is None:
-        backends = ("torch",) + (("tensorflow",) if not machine.assumed and
-                                 ({"tensorflow", "tensorflow-cpu"} & set(machine.installed)) else ())
+        # the first backend always; the others where this machine has them installed
+        backends = tuple(row.name for row in table.ROWS if row is table.ROWS[0] or (
+            not machine.assumed and set(row.distributions) & set(machine.installed)))
     else:
         backends = parse_backends(backend, option="--backend")
     plan = s.plan_setup(machine, backends)

@@ -10,6 +10,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from airlab import registry
+from airlab.backends import table
 from airlab.specs.base import refuse_bools
 
 
@@ -101,7 +102,7 @@ _DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 class _RunConfigBase(_Section):
     name: str = Field("run", min_length=1, max_length=100)
     seed: int = Field(0, ge=0, lt=2**32)
-    backend: Literal["torch", "tensorflow"] = "torch"
+    backend: Literal[table.BACKENDS] = table.BACKENDS[0]  # type: ignore[valid-type]  # the backend table's names
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()

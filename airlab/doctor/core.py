@@ -8,10 +8,11 @@ import time
 from dataclasses import dataclass, field
 
 from airlab import __version__
+from airlab.backends import table
 from airlab.doctor import frameworks
 from airlab.doctor.checks import Check, evaluate
 
-BACKENDS = ("torch", "tensorflow")
+BACKENDS = table.BACKENDS
 ENV_KEYS = ("CUDA_VISIBLE_DEVICES", "CUDA_HOME", "CUDA_PATH", "LD_LIBRARY_PATH", "NVIDIA_VISIBLE_DEVICES",
             "TF_CPP_MIN_LOG_LEVEL", "PYTORCH_CUDA_ALLOC_CONF", "XLA_FLAGS")
 

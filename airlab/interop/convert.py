@@ -50,17 +50,11 @@ def _source_weights(checkpoint: Path) -> dict[str, np.ndarray]:
 
 def convert_weights(weights: dict[str, np.ndarray], source: str, target_backend) -> dict[str, np.ndarray]:
     """`weights` written by the `source` backend -> the arrays `target_backend` (an instance) loads."""
-    target = target_backend.name
     try:
-        if (source, target) == (W.TORCH, W.TENSORFLOW):
-            shapes = {n: tuple(a.shape) for n, a in target_backend.named_weights()}
-            return W.torch_to_tensorflow(weights, shapes, target_backend.weight_aliases())
-        if (source, target) == (W.TENSORFLOW, W.TORCH):
-            return W.tensorflow_to_torch(weights)
+        return W.convert(weights, source, target_backend)
     except W.ConversionError as e:
-        raise CheckpointError(f"cannot convert the {source} weights to {target}: {e}",
+        raise CheckpointError(f"cannot convert the {source} weights to {target_backend.name}: {e}",
                               hint="was the checkpoint written by this run's model and config?") from None
-    raise UsageError(f"no conversion from {source} to {target}")
 
 
 def convert_run(run_dir: Path, to: str, out: Path | None = None, argv: list[str] | None = None) -> Conversion:
@@ -77,8 +71,9 @@ def convert_run(run_dir: Path, to: str, out: Path | None = None, argv: list[str]
         raise UsageError(f"--to {to}: expected one of {', '.join(registry.BACKENDS)}")
     config = load_run_config(run_dir, to_train=False)
     if config.backend == to:
+        others = [b for b in registry.BACKENDS if b != to]
         raise UsageError(f"{run_dir} is already a {to} run", hint=f"convert to the other backend, e.g. --to "
-                         f"{'torch' if to == 'tensorflow' else 'tensorflow'}")
+                         f"{others[0]}")
     found = ckpt.newest_complete(run_dir / "checkpoints")
     if found is None:
         raise CheckpointError(f"{run_dir}: no complete checkpoint to convert")

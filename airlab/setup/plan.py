@@ -21,7 +21,6 @@ from airlab.doctor.compat import (Compat, cc_str, coverage, load, parse_cc, pars
                                   toolkit_variant, version_at_least)
 
 OSES = ("linux", "wsl", "windows", "darwin")
-BACKENDS = ("torch", "tensorflow")
 
 
 @dataclass(frozen=True)
@@ -310,13 +309,12 @@ def plan_tensorflow(machine: Machine, compat: Compat | None = None) -> Choice:
 
 
 def plan_setup(machine: Machine, backends: list[str] | tuple[str, ...] = ("torch",), compat: Compat | None = None) -> Plan:
+    from airlab.backends import table
+
     compat = compat or load()
     choices = []
     for b in backends:
-        if b == "torch":
-            choices.append(plan_torch(machine, compat))
-        elif b == "tensorflow":
-            choices.append(plan_tensorflow(machine, compat))
-        else:
+        if b not in table.BACKENDS:
             raise ValueError(f"unknown backend {b!r}")
+        choices.append(table.load(table.get(b).setup_planner)(machine, compat))
     return Plan(machine, choices)
