@@ -132,6 +132,22 @@ def need_image(model: str, info: DataInfo) -> tuple[int, int, int]:
     return c, h, w
 
 
+def check_dense_or_halvable(model: str, kind: str, blocks: int, what: str, info: DataInfo) -> None:
+    """The data check of a model that is dense (any input) or convolutional with `blocks` halvings
+    of H and W that its decoder must undo (the autoencoder, the VAE)."""
+    if kind == "dense":
+        flat_size(model, info)
+        return
+    _, h, w = need_image(model, info)
+    factor = 2 ** blocks
+    if h % factor or w % factor:
+        raise ValueError(
+            f"Model {model!r} (kind 'conv', {blocks} {what}) needs H and W divisible "
+            f"by {factor if blocks <= 20 else f'2**{blocks}'} to reconstruct the input's "
+            f"shape. Received: input_shape={info.input_shape}"
+        )
+
+
 def flat_size(model: str, info: DataInfo) -> int:
     """The number of features of one sample once flattened (for dense layers on any input)."""
     if len(info.input_shape) == 0 or min(info.input_shape) < 1:

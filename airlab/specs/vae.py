@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
-from airlab.specs.base import Activation, DataInfo, ModelSpec, flat_size, need_image
+from airlab.specs.base import Activation, DataInfo, ModelSpec, check_dense_or_halvable, flat_size
 
 
 class VAESpec(ModelSpec):
@@ -55,17 +55,7 @@ class VAESpec(ModelSpec):
     ]
 
     def check_data(self, info: DataInfo) -> None:
-        if self.kind == "dense":
-            flat_size("vae", info)
-            return
-        _, h, w = need_image("vae", info)
-        factor = 2 ** len(self.channels)
-        if h % factor or w % factor:
-            raise ValueError(
-                f"Model 'vae' (kind 'conv', {len(self.channels)} stride-2 convolutions) needs H and W divisible "
-                f"by {factor if len(self.channels) <= 20 else f'2**{len(self.channels)}'} to reconstruct the input's "
-                f"shape. Received: input_shape={info.input_shape}"
-            )
+        check_dense_or_halvable("vae", self.kind, len(self.channels), "stride-2 convolutions", info)
 
     def num_params(self, info: DataInfo) -> int:
         self.check_data(info)
