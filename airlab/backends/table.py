@@ -29,6 +29,8 @@ class BackendRow:
     devices: tuple[str, ...]  # device kinds it can run on: "cpu", "cuda", "mps"
     aliases: tuple[str, ...]  # other names people type for it on the command line ("tf")
     setup_planner: str  # "module:function" (Machine, Compat) -> Choice: the wheel `airlab setup` picks
+    doctor: str  # the module of its `airlab doctor` section: its checks (airlab.doctor.checks.registry)
+    probe: str  # the script, in airlab/doctor/probes/, that learns the facts those checks judge
 
     @property
     def package(self) -> str:
@@ -59,14 +61,16 @@ ROWS: tuple[BackendRow, ...] = (
         install_more="CPU-only torch: pip install torch --index-url https://download.pytorch.org/whl/cpu",
         implementation="airlab.backends.torch.backend:TorchBackend",
         rng_parts=("torch_rng", "scaler"), devices=("cpu", "cuda", "mps"), aliases=("pytorch",),
-        setup_planner="airlab.setup.plan:plan_torch"),
+        setup_planner="airlab.setup.plan:plan_torch", doctor="airlab.doctor.checks.torch",
+        probe="torch_probe.py"),
     BackendRow(
         name="tensorflow", display="TensorFlow", module="tensorflow",
         distributions=("tensorflow", "tensorflow-cpu", "tf-nightly", "tensorflow-macos"), extra="tf",
         install_more='NVIDIA GPU: pip install "tensorflow[and-cuda]"',
         implementation="airlab.backends.tensorflow.backend:TensorFlowBackend",
         rng_parts=("tf_rng", "scaler"), devices=("cpu", "cuda"), aliases=("tf",),
-        setup_planner="airlab.setup.plan:plan_tensorflow"),
+        setup_planner="airlab.setup.plan:plan_tensorflow", doctor="airlab.doctor.checks.tensorflow",
+        probe="tf_probe.py"),
 )
 
 BACKENDS: tuple[str, ...] = tuple(row.name for row in ROWS)

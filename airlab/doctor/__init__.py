@@ -6,8 +6,9 @@
 
 Layout: system.py and nvidia.py probe the machine (in this process; no framework imported);
 frameworks.py runs probes/torch_probe.py and probes/tf_probe.py, each in its own process with a
-timeout, all at once; compat.py reads the rules in compat.yaml; checks.py judges the facts (a pure
-function: the seam the tests drive with fake situations); core.py ties them together.
+timeout, all at once; compat.py reads the rules in compat.yaml; checks/ judges the facts (a pure
+function: the seam the tests drive with fake situations), one registered function per check id
+(checks/registry.py), one module per section; core.py ties them together.
 """
 
 from airlab.doctor.checks import Check, evaluate

@@ -21,9 +21,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from airlab.backends import table
+
 MARK = "AIRLAB_PROBE "
 PROBE_DIR = Path(__file__).resolve().parent / "probes"
-SCRIPTS = {"torch": PROBE_DIR / "torch_probe.py", "tensorflow": PROBE_DIR / "tf_probe.py"}
+SCRIPTS = {row.name: PROBE_DIR / row.probe for row in table.ROWS}
 DEFAULT_TIMEOUT = 30.0
 
 # TensorFlow's log lines that name a missing library or driver (old and new wordings)

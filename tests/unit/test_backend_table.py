@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "airlab"
 
 # modules that must take the backends from the table, never name one themselves
 READERS = ["registry.py", "backends/__init__.py", "config/schema.py", "bench/backends.py", "cli/doctor.py",
-           "cli/setup.py", "doctor/core.py", "interop/convert.py", "interop/weights.py"]
+           "cli/setup.py", "doctor/core.py", "interop/convert.py", "interop/weights.py", "doctor/checks/registry.py",
+           "doctor/checks/gpu.py", "doctor/checks/__init__.py"]
 
 
 def _module_file(dotted: str) -> Path:
@@ -26,9 +27,10 @@ def _module_file(dotted: str) -> Path:
 
 @pytest.mark.parametrize("row", table.ROWS, ids=lambda r: r.name)
 def test_every_reference_of_a_row_resolves_to_a_file(row):
-    for ref in (row.implementation, row.bench, row.weights, row.setup_planner, row.builder("mlp")):
+    for ref in (row.implementation, row.bench, row.weights, row.setup_planner, row.builder("mlp"), row.doctor):
         assert _module_file(ref).is_file(), ref
     assert set(row.devices) <= {"cpu", "cuda", "mps"} and row.rng_parts
+    assert (PACKAGE / "doctor" / "probes" / row.probe).is_file()
 
 
 def test_names_and_aliases_are_unique_and_canonical():

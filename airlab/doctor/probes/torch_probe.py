@@ -41,11 +41,8 @@ def compare(torch, device, n, dtype):
     return (got - ref).abs().max().item() / scale
 
 
-def main():
-    opts = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
-    deep = bool(opts.get("deep"))
-    out = {"framework": "torch", "stage": "import", "status": "importing"}
-    emit(out)
+def import_torch(out):
+    """Import torch, recording how it went in `out`; None when it did not import."""
     t0 = time.perf_counter()
     try:
         import torch
@@ -54,12 +51,10 @@ def main():
             out.update(status="absent", error=err(e))
         else:
             out.update(status="import_error", error=err(e), traceback=traceback.format_exc()[-2000:])
-        emit(out)
-        return
+        return None
     except BaseException as e:  # noqa: BLE001 - any import failure is the finding
         out.update(status="import_error", error=err(e), traceback=traceback.format_exc()[-2000:])
-        emit(out)
-        return
+        return None
     out["import_s"] = round(time.perf_counter() - t0, 3)
     out["status"] = "imported"
     out["version"] = getattr(torch, "__version__", None)
@@ -67,9 +62,11 @@ def main():
     ver = getattr(torch, "version", None)
     out["cuda"] = getattr(ver, "cuda", None)
     out["hip"] = getattr(ver, "hip", None)
-    out["stage"] = "build"
-    emit(out)
+    return torch
 
+
+def build_facts(torch, out):
+    """CPU capability, threads, the CUDA arch list, MPS."""
     try:
         out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     except Exception:
@@ -88,9 +85,10 @@ def main():
         out["mps_available"] = bool(mps and mps.is_available())
     except Exception:
         out["mps_built"] = out["mps_available"] = False
-    out["stage"] = "cuda"
-    emit(out)
 
+
+def cuda_facts(torch, out):
+    """Whether CUDA works (and why not), cuDNN, bf16/TF32; returns the devices torch sees."""
     try:
         out["cuda_available"] = bool(torch.cuda.is_available())
     except Exception as e:
@@ -104,31 +102,47 @@ def main():
         out["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     except Exception as e:
         out["cudnn"], out["cudnn_error"] = None, err(e)
-    devices = []
-    if out["cuda_available"]:
-        out["device_count"] = torch.cuda.device_count()
-        for i in range(out["device_count"]):
-            d = {"index": i}
-            try:
-                p = torch.cuda.get_device_properties(i)
-                d.update(name=p.name, cc=f"{p.major}.{p.minor}", memory_bytes=int(p.total_memory))
-            except Exception as e:
-                d["error"] = err(e)
-            devices.append(d)
-        try:
-            out["bf16"] = bool(torch.cuda.is_bf16_supported())
-        except Exception:
-            out["bf16"] = None
-        try:
-            out["tf32_matmul_enabled"] = bool(torch.backends.cuda.matmul.allow_tf32)
-        except Exception:
-            pass
-    else:
+    if not out["cuda_available"]:
         out["device_count"] = 0
-    out["devices"] = devices
-    out["stage"] = "compute"
-    emit(out)
+        return []
+    out["device_count"] = torch.cuda.device_count()
+    devices = []
+    for i in range(out["device_count"]):
+        d = {"index": i}
+        try:
+            p = torch.cuda.get_device_properties(i)
+            d.update(name=p.name, cc=f"{p.major}.{p.minor}", memory_bytes=int(p.total_memory))
+        except Exception as e:
+            d["error"] = err(e)
+        devices.append(d)
+    try:
+        out["bf16"] = bool(torch.cuda.is_bf16_supported())
+    except Exception:
+        out["bf16"] = None
+    try:
+        out["tf32_matmul_enabled"] = bool(torch.backends.cuda.matmul.allow_tf32)
+    except Exception:
+        pass
+    return devices
 
+
+def conv_row(torch, dev):
+    """A cuDNN convolution on `dev` against float64 on the CPU."""
+    row = {"device": dev, "dtype": "conv2d(cudnn)"}
+    try:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(8, 16, 32, 32, generator=g)
+        w = torch.randn(32, 16, 3, 3, generator=g)
+        ref = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
+        got = torch.nn.functional.conv2d(x.to(dev), w.to(dev), padding=1).double().cpu()
+        row["rel_err"] = (got - ref).abs().max().item() / (ref.abs().max().item() or 1.0)
+    except Exception as e:
+        row["error"] = err(e)
+    return row
+
+
+def compute_rows(torch, devices, deep, bf16):
+    """A matmul on the CPU and on every device (under --deep bigger, plus bf16 and a convolution)."""
     n = 1024 if deep else 128
     compute = []
     try:
@@ -137,7 +151,7 @@ def main():
         compute.append({"device": "cpu", "dtype": "float32", "error": err(e)})
     for d in devices:
         dev = f"cuda:{d['index']}"
-        dtypes = [torch.float32] + ([torch.bfloat16] if deep and out.get("bf16") else [])
+        dtypes = [torch.float32] + ([torch.bfloat16] if deep and bf16 else [])
         for dt in dtypes:
             row = {"device": dev, "dtype": str(dt).replace("torch.", "")}
             try:
@@ -147,18 +161,28 @@ def main():
                 row["error"] = err(e)
             compute.append(row)
         if deep:
-            row = {"device": dev, "dtype": "conv2d(cudnn)"}
-            try:
-                g = torch.Generator().manual_seed(0)
-                x = torch.randn(8, 16, 32, 32, generator=g)
-                w = torch.randn(32, 16, 3, 3, generator=g)
-                ref = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
-                got = torch.nn.functional.conv2d(x.to(dev), w.to(dev), padding=1).double().cpu()
-                row["rel_err"] = (got - ref).abs().max().item() / (ref.abs().max().item() or 1.0)
-            except Exception as e:
-                row["error"] = err(e)
-            compute.append(row)
-    out["compute"] = compute
+            compute.append(conv_row(torch, dev))
+    return compute
+
+
+def main():
+    opts = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
+    deep = bool(opts.get("deep"))
+    out = {"framework": "torch", "stage": "import", "status": "importing"}
+    emit(out)
+    torch = import_torch(out)
+    if torch is None:
+        emit(out)
+        return
+    out["stage"] = "build"
+    emit(out)
+    build_facts(torch, out)
+    out["stage"] = "cuda"
+    emit(out)
+    out["devices"] = cuda_facts(torch, out)
+    out["stage"] = "compute"
+    emit(out)
+    out["compute"] = compute_rows(torch, out["devices"], deep, out.get("bf16"))
     if out["cuda_available"]:
         out["loaded_libs"] = loaded_libs()
     out["stage"] = "done"
