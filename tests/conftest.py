@@ -166,6 +166,23 @@ def torch_one_thread():
     torch.set_num_threads(before)
 
 
+def _backend_params() -> list:
+    from adapters import params
+
+    return params()
+
+
+@pytest.fixture(scope="module", params=_backend_params())
+def backend(request):
+    """Each backend of airlab's table in turn (skipped with the reason where its framework is
+    missing), as its test adapter (tests/adapters/), in the adapter's numerics for the module."""
+    from adapters import adapter
+
+    chosen = adapter(request.param)
+    with chosen.numerics():
+        yield chosen
+
+
 @pytest.fixture(scope="session")
 def airlab_cli():
     return invoke

@@ -55,6 +55,7 @@ class AutoencoderSpec(ModelSpec):
         {"kind": "dense", "hidden": [64, 32], "bottleneck": 8, "loss": "mse"},
         {"kind": "conv", "channels": [8, 16], "kernel_size": 5, "activation": "gelu", "loss": "mse"},
     ]
+    smoke: ClassVar[dict] = {"channels": [4, 4]}
 
     @model_validator(mode="after")
     def _check_kernel(self) -> "AutoencoderSpec":

@@ -103,6 +103,10 @@ class ModelSpec(BaseModel):
     # model's optional paths (other cells, kinds, batchnorm, ...) are covered without test code.
     test_variants: ClassVar[list[dict[str, Any]]] = []
 
+    # The tiny field overrides that make a quick test run of this model (end-to-end, resume,
+    # kill/resume and bf16 tests train it at this size, on every backend, without test code).
+    smoke: ClassVar[dict[str, Any]] = {}
+
     def check_data(self, info: DataInfo) -> None:
         """Raise ValueError (saying what was expected and what was received) when this spec
         cannot be built for `info`. Builders and `num_params` call it; it needs no framework."""

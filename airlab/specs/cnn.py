@@ -62,6 +62,7 @@ class CNNSpec(ModelSpec):
         {"channels": [8, 16, 16], "padding": "same", "pool_after": [0, 2], "batchnorm": True,
          "activation": "silu", "dense": [32, 16]},
     ]
+    smoke: ClassVar[dict] = {"channels": [4, 8], "dense": [16]}
 
     @model_validator(mode="after")
     def _check_pool_after(self) -> "CNNSpec":

@@ -34,6 +34,7 @@ class MLPSpec(ModelSpec):
         {"hidden": [32, 16], "activation": "gelu", "dropout": 0.0},
         {"hidden": []},  # a linear (softmax-regression) classifier
     ]
+    smoke: ClassVar[dict] = {"hidden": [16], "dropout": 0.5}
 
     def check_data(self, info: DataInfo) -> None:
         flat_size("mlp", info)

@@ -49,6 +49,7 @@ class RNNSpec(ModelSpec):
         {"cell": "gru", "hidden_size": 32, "num_layers": 2, "bidirectional": True, "dropout": 0.1},
         {"cell": "rnn", "hidden_size": 16},
     ]
+    smoke: ClassVar[dict] = {"hidden_size": 16, "cell": "gru"}
 
     @model_validator(mode="after")
     def _check_dropout(self) -> "RNNSpec":

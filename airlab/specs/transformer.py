@@ -42,6 +42,7 @@ class TransformerSpec(ModelSpec):
     test_variants: ClassVar[list[dict]] = [
         {"n_layer": 2, "n_head": 2, "n_embd": 32, "context_length": 16, "dropout": 0.1, "bias": True, "mlp_ratio": 2},
     ]
+    smoke: ClassVar[dict] = {"n_layer": 1, "n_embd": 32, "n_head": 2, "context_length": 16, "dropout": 0.1}
 
     @model_validator(mode="after")
     def _check_heads(self) -> "TransformerSpec":

@@ -53,6 +53,7 @@ class VAESpec(ModelSpec):
         {"kind": "conv", "channels": [8, 16], "hidden": [16], "latent_dim": 2},
         {"hidden": [64, 32], "latent_dim": 4, "beta": 4.0, "activation": "tanh"},
     ]
+    smoke: ClassVar[dict] = {"hidden": [16], "latent_dim": 4}
 
     def check_data(self, info: DataInfo) -> None:
         check_dense_or_halvable("vae", self.kind, len(self.channels), "stride-2 convolutions", info)

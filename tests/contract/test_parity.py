@@ -11,7 +11,9 @@ at a few more non-default specs and data shapes (colour images, odd kernels):
 3. from the same weights, one or two optimizer steps (SGD with momentum, Adam, AdamW with weight
    decay and gradient clipping) through each backend's own training step on the same batch give
    the same loss and the same updated weights within tolerance (dropout off; the VAE's noise
-   fixed to the same draw on both).
+   fixed to the same draw on both). A model with no row in STEP_MODELS steps at its spec's
+   `smoke` fields. The numerics of both backends are pinned (tests/numerics.py: fp32, eager
+   kernels, one thread, CPU).
 
 `PARITY_REPORT=1` prints the largest relative errors per model (the figures quoted in notes).
 """
@@ -37,9 +39,10 @@ from airlab.backends.torch.backend import TorchBackend  # noqa: E402
 from airlab.config import validate  # noqa: E402
 from airlab.data import load_dataset  # noqa: E402
 from airlab.interop import weights as W  # noqa: E402
-from airlab.registry import builder, get_model, list_models, spec_class  # noqa: E402
+from airlab.registry import builder, get_model, list_models, model_names, spec_class  # noqa: E402
 from airlab.specs.base import DataInfo  # noqa: E402
 from airlab.tasks import get_task  # noqa: E402
+from numerics import pinned  # noqa: E402
 
 ENTRIES = [e for e in list_models() if {"torch", "tensorflow"} <= set(e.builders)]
 COLOUR = DataInfo((3, 16, 16), num_classes=7)
@@ -65,12 +68,12 @@ FORWARD_RTOL = 1e-4
 REPORT: dict[str, float] = {}
 
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # models built here, outside a backend: one thread
+
+
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def report():
     yield
-    torch.set_num_threads(before)
     if os.environ.get("PARITY_REPORT") and REPORT:
         print("\nlargest relative errors, torch vs tensorflow:")
         for key in sorted(REPORT):
@@ -186,6 +189,7 @@ OPTIMIZERS = {
     "adam": {"optimizer": "adam", "lr": 1e-3, "eps": 1e-8},
     "adamw": {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.1, "grad_clip": 0.5, "betas": [0.9, 0.99]},
 }
+STEP_MODELS.update({m: ({}, spec_class(m).smoke) for m in model_names() if m not in STEP_MODELS})
 STEP_CASES = [pytest.param(m, o, id=f"{m}-{o}") for m in STEP_MODELS if "-" not in m for o in ("sgd", "adam")]
 STEP_CASES += [pytest.param(m, o, id=f"{m}-{o}") for m, o in [
     ("cnn-batchnorm", "sgd"), ("cnn-batchnorm", "adamw"), ("rnn-gru", "adam"), ("vae-conv", "adam"),
@@ -203,9 +207,8 @@ def step_config(case: str, optimizer: str):
     lm = get_model(name).task == "lm"
     data = ({"name": "pycorpus", "size": 20000, "limit": 4000, "batch_size": 6} if lm else
             {"name": "shapes", "size": 256, "limit": 64, "batch_size": 8})
-    return validate({"name": "parity", "seed": 0, "device": "cpu",
-                     "model": {"name": name, **_no_dropout(name, fields)},
-                     "data": data, "train": {"steps": 2, **OPTIMIZERS[optimizer]}})
+    return validate(pinned({"name": "parity", "seed": 0, "model": {"name": name, **_no_dropout(name, fields)},
+                            "data": data, "train": {"steps": 2, **OPTIMIZERS[optimizer]}}))
 
 
 def torch_names(backend: TensorFlowBackend) -> dict[str, np.ndarray]:

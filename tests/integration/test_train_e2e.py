@@ -1,5 +1,12 @@
-"""End to end: train tiny models through the CLI and check the run directory, determinism,
-resume (bitwise on CPU), samples and divergence."""
+"""End to end, on every backend: train tiny models through the CLI and check the run directory,
+determinism, resume (bitwise on CPU), samples and divergence.
+
+The tests that hold for every backend take the `backend` fixture (one adapter per framework,
+tests/adapters/); the run loop's own behaviour (config changes on resume, early stopping,
+divergence, run names) is the same on every backend and is tested once, on the first installed
+one (`loop_backend`). What only TensorFlow has is in test_tensorflow_train.py. Model settings
+come from the specs (`smoke`, through tests/smoke.py), numerics from tests/numerics.py.
+"""
 
 from __future__ import annotations
 
@@ -10,77 +17,50 @@ import shutil
 from pathlib import Path
 
 import pytest
+import safetensors.numpy
+from PIL import Image
 
-torch = pytest.importorskip("torch")
-import safetensors.numpy  # noqa: E402
-from PIL import Image  # noqa: E402
+from airlab.backends import table
+from airlab.config import load_config
+from airlab.data import load_dataset
+from airlab.train import checkpoint as ckpt
+from airlab.train.schedule import lr_at
+from numerics import NUMERICS
+from runs import QUICK, QUICK_TINY, RESUMABLE, comparable, digest_of_checkpoint, metrics, summary, tiny, train
 
-from airlab.config import load_config  # noqa: E402
-from airlab.data import load_dataset  # noqa: E402
-from airlab.train import checkpoint as ckpt  # noqa: E402
-from airlab.train.rundir import weights_digest  # noqa: E402
-from airlab.train.schedule import lr_at  # noqa: E402
-from conftest import CONFIGS, PYCORPUS_TINY, SHAPES_TINY  # noqa: E402
-
-QUICK = CONFIGS / "quickstart.yaml"
-QUICK_TINY = [*SHAPES_TINY, "model.channels=[4,8]", "model.dense=[16]", "device=cpu", "train.epochs=null"]
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
-# 10 steps, a checkpoint every 5, train metrics logged at the same cadence (so the mean of the
-# training loss over a logging interval never straddles a resume)
-RESUMABLE = ["train.steps=10", "train.checkpoint_every=5", "train.keep_checkpoints=10", "train.log_every=5",
-             "device=cpu"]
 CASES = {
-    # a classifier with dropout: the torch RNG must be restored
-    "mlp": (CONFIGS / "mlp.yaml", [*SHAPES_TINY, "model.hidden=[16]", "model.dropout=0.5", "train.epochs=null"]),
+    # a classifier with dropout: the RNG must be restored
+    "mlp": tiny("mlp"),
     # dropout, a cosine schedule with warm-up and an epoch boundary inside the run
     "cnn": (QUICK, [*QUICK_TINY, "train.warmup_steps=3", "data.batch_size=64"]),
-    # the reparameterization draws from the global torch RNG
-    "vae": (CONFIGS / "vae.yaml", [*SHAPES_TINY, "model.hidden=[16]", "model.latent_dim=4", "train.epochs=null"]),
+    # the reparameterization draws from the RNG
+    "vae": tiny("vae"),
     # windows of a token stream; dropout on
-    "transformer": (CONFIGS / "transformer.yaml",
-                    [*PYCORPUS_TINY, "model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.context_length=16",
-                     "model.dropout=0.1", "train.warmup_steps=2", "train.eval_every=5"]),
+    "transformer": tiny("transformer"),
 }
 
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
+@pytest.fixture(scope="module")
+def loop_backend() -> str:
+    """The run loop's own tests run once, on the first installed backend of the table."""
+    for row in table.ROWS:
+        if row.installed():
+            return row.name
+    pytest.skip("no backend's framework is installed")
 
 
-def train(airlab_cli, config, overrides, run_dir, *extra):
-    r = airlab_cli("train", config, *overrides, "--run-dir", run_dir, *extra)
-    assert r.code == 0, r.err
-    return r
-
-
-def summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text())
-
-
-def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def comparable(records: list[dict]) -> list[dict]:
-    """metrics.jsonl without what depends on the clock."""
-    return [{k: v for k, v in r.items() if k not in ("time", "samples_per_s")} for r in records]
-
-
-def digest_of_checkpoint(directory: Path) -> str:
-    return weights_digest(safetensors.numpy.load_file(str(directory / "model.safetensors")).items())
-
-
-# --- one tiny quickstart run, inspected file by file ------------------------------------------
+# --- one tiny quickstart run per backend, inspected file by file ----------------------------------
 
 QUICK_RUN = [*QUICK_TINY, "train.steps=12", "train.checkpoint_every=3", "train.keep_checkpoints=2",
              "train.log_every=4", "train.warmup_steps=2"]
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory, airlab_cli):
-    run_dir = tmp_path_factory.mktemp("quick") / "run"
-    r = train(airlab_cli, QUICK, QUICK_RUN, run_dir)
-    return r, run_dir
+def quick(backend, tmp_path_factory, airlab_cli):
+    run_dir = tmp_path_factory.mktemp(f"{backend.name}-quick") / "run"
+    return train(airlab_cli, QUICK, QUICK_RUN, run_dir, backend=backend.name), run_dir
 
 
 def test_last_stdout_line_names_the_run_directory(quick):
@@ -89,27 +69,36 @@ def test_last_stdout_line_names_the_run_directory(quick):
     assert r.err == ""
 
 
-def test_config_yaml_loads_back_to_the_same_config(quick):
+def test_the_run_directory_holds_the_same_files_on_every_backend(quick):
     _, run_dir = quick
-    assert load_config(run_dir / "config.yaml") == load_config(QUICK, QUICK_RUN)
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "checkpoints", "config.yaml", "env.json",
+                                                         "metrics.jsonl", "status.json", "summary.json"]
 
 
-def test_env_json(quick):
+def test_config_yaml_loads_back_to_the_same_config(backend, quick):
+    _, run_dir = quick
+    saved = load_config(run_dir / "config.yaml")
+    assert saved == load_config(QUICK, [*QUICK_RUN, f"backend={backend.name}"])
+    assert saved.backend == backend.name
+
+
+def test_env_json(backend, quick):
     _, run_dir = quick
     env = json.loads((run_dir / "env.json").read_text())
     for key in ("python", "platform", "cpu", "backend", "argv", "git_commit", "airlab", "numpy"):
         assert key in env, key
-    assert env["backend"]["torch"] == torch.__version__
+    for key, version in backend.versions().items():
+        assert env["backend"][key] == version, key
     assert env["backend"]["device"] == "cpu"
     assert env["cpu"]["logical_cores"] >= 1
     assert isinstance(env["argv"], list) and env["argv"][0] == "airlab"
     assert env["git_commit"] is None or re.match(r"^[0-9a-f]{40}(-dirty)?$", env["git_commit"])
 
 
-def test_env_json_argv_is_the_command_that_ran(quick):
+def test_env_json_argv_is_the_command_that_ran(backend, quick):
     _, run_dir = quick
     argv = json.loads((run_dir / "env.json").read_text())["argv"]
-    assert argv == ["airlab", "train", str(QUICK), *QUICK_RUN, "--run-dir", str(run_dir)]
+    assert argv == ["airlab", "train", str(QUICK), *QUICK_RUN, "--backend", backend.name, "--run-dir", str(run_dir)]
 
 
 def test_metrics_jsonl(quick):
@@ -137,7 +126,7 @@ def test_metrics_jsonl(quick):
     assert steps == sorted(steps)
 
 
-def test_summary_json(quick):
+def test_summary_json(backend, quick):
     _, run_dir = quick
     s = summary(run_dir)
     for key in ("name", "model", "task", "backend", "device", "status", "steps", "epochs", "samples_seen",
@@ -145,7 +134,7 @@ def test_summary_json(quick):
                 "checkpoint", "samples"):
         assert key in s, key
     assert (s["name"], s["model"], s["task"], s["backend"], s["device"]) == (
-        "quickstart", "cnn", "classification", "torch", "cpu")
+        "quickstart", "cnn", "classification", backend.name, "cpu")
     assert s["status"] == "completed" and s["steps"] == 12 and s["samples_seen"] == 12 * 64
     cfg = load_config(QUICK, QUICK_RUN)
     assert s["params"] == cfg.model.num_params(load_dataset("shapes", size=512, limit=256).info)
@@ -167,7 +156,7 @@ def test_weights_sha256_matches_the_final_checkpoint(quick):
     assert digest_of_checkpoint(Path(s["checkpoint"])) == s["weights_sha256"]
 
 
-def test_checkpoints_kept_and_verified(quick):
+def test_checkpoints_kept_and_verified(backend, quick):
     _, run_dir = quick
     root = run_dir / "checkpoints"
     assert sorted(p.name for p in root.iterdir()) == ["step-12", "step-9"]  # keep_checkpoints: 2
@@ -175,25 +164,27 @@ def test_checkpoints_kept_and_verified(quick):
         assert ckpt.verify(path) is None
         manifest = json.loads((path / "manifest.json").read_text())
         assert manifest["step"] == step
-        assert {"model.safetensors", "optimizer.pt", "rng.safetensors", "trainer.json"} <= set(manifest["files"])
+        assert set(manifest["files"]) == backend.checkpoint_files
         assert ckpt.read_trainer_state(path)["step"] == step
+        rng = safetensors.numpy.load_file(str(path / "rng.safetensors"))
+        assert rng[backend.rng_state].dtype.kind in "iu"  # the generator's state, as a tensor
 
 
 # --- determinism -------------------------------------------------------------------------------
 
 
-def test_same_seed_same_weights_other_seed_other_weights(quick, airlab_cli, tmp_path):
+def test_same_seed_same_weights_other_seed_other_weights(backend, quick, airlab_cli, tmp_path):
     _, first = quick
-    train(airlab_cli, QUICK, QUICK_RUN, tmp_path / "again")
+    train(airlab_cli, QUICK, QUICK_RUN, tmp_path / "again", backend=backend.name)
     assert summary(tmp_path / "again")["weights_sha256"] == summary(first)["weights_sha256"]
     assert comparable(metrics(tmp_path / "again")) == comparable(metrics(first))
-    train(airlab_cli, QUICK, [*QUICK_RUN, "seed=1"], tmp_path / "seed1")
+    train(airlab_cli, QUICK, [*QUICK_RUN, "seed=1"], tmp_path / "seed1", backend=backend.name)
     assert summary(tmp_path / "seed1")["weights_sha256"] != summary(first)["weights_sha256"]
 
 
-def test_a_real_process_trains_and_records_its_argv(airlab_proc, tmp_path):
+def test_a_real_process_trains_and_records_its_argv(loop_backend, airlab_proc, tmp_path):
     run_dir = tmp_path / "run"
-    args = ["train", str(QUICK), *QUICK_TINY, "train.steps=4", "--run-dir", str(run_dir)]
+    args = ["train", str(QUICK), *QUICK_TINY, "train.steps=4", "--backend", loop_backend, "--run-dir", str(run_dir)]
     r = airlab_proc(*args)
     assert r.code == 0, r.err
     assert r.out.splitlines()[-1] == f"run directory: {run_dir}"
@@ -202,8 +193,9 @@ def test_a_real_process_trains_and_records_its_argv(airlab_proc, tmp_path):
     assert summary(run_dir)["steps"] == 4
 
 
-def test_runs_root_names_the_directory_after_the_run(airlab_cli, tmp_path):
-    r = airlab_cli("train", QUICK, *QUICK_TINY, "train.steps=2", f"output.runs_root={tmp_path / 'runs'}")
+def test_runs_root_names_the_directory_after_the_run(loop_backend, airlab_cli, tmp_path):
+    r = airlab_cli("train", QUICK, *QUICK_TINY, "train.steps=2", f"output.runs_root={tmp_path / 'runs'}",
+                   "--backend", loop_backend)
     assert r.code == 0, r.err
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert re.match(r"^quickstart-\d{8}-\d{6}(-\d+)?$", run_dir.name)
@@ -215,24 +207,25 @@ def test_runs_root_names_the_directory_after_the_run(airlab_cli, tmp_path):
 
 @pytest.fixture(scope="module")
 def completed(tmp_path_factory, airlab_cli):
-    """One uninterrupted run per case (trained on first use), shared by the resume and sample tests."""
-    done: dict[str, Path] = {}
+    """One uninterrupted run per backend and case (trained on first use), shared by the resume and
+    sample tests."""
+    done: dict[tuple[str, str], Path] = {}
 
-    def get(case: str) -> Path:
-        if case not in done:
+    def get(backend: str, case: str) -> Path:
+        if (backend, case) not in done:
             config, overrides = CASES[case]
-            run_dir = tmp_path_factory.mktemp(f"{case}-A") / "run"
-            train(airlab_cli, config, [*overrides, *RESUMABLE], run_dir)
-            done[case] = run_dir
-        return done[case]
+            run_dir = tmp_path_factory.mktemp(f"{backend}-{case}-A") / "run"
+            train(airlab_cli, config, [*overrides, *RESUMABLE], run_dir, backend=backend)
+            done[(backend, case)] = run_dir
+        return done[(backend, case)]
 
     return get
 
 
-def interrupted_copy(airlab_cli, case: str, run_dir: Path, keep_through: int = 5) -> Path:
+def interrupted_copy(airlab_cli, backend: str, case: str, run_dir: Path, keep_through: int = 5) -> Path:
     """Train the case again into run_dir, then delete its checkpoints after `keep_through`."""
     config, overrides = CASES[case]
-    train(airlab_cli, config, [*overrides, *RESUMABLE], run_dir)
+    train(airlab_cli, config, [*overrides, *RESUMABLE], run_dir, backend=backend)
     for step, path in ckpt.list_steps(run_dir / "checkpoints"):
         if step > keep_through:
             shutil.rmtree(path)
@@ -240,9 +233,9 @@ def interrupted_copy(airlab_cli, case: str, run_dir: Path, keep_through: int = 5
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_resume_is_bitwise_identical(case, completed, airlab_cli, tmp_path):
-    a = completed(case)
-    b = interrupted_copy(airlab_cli, case, tmp_path / "b")
+def test_resume_is_bitwise_identical(backend, case, completed, airlab_cli, tmp_path):
+    a = completed(backend.name, case)
+    b = interrupted_copy(airlab_cli, backend.name, case, tmp_path / "b")
     assert [s for s, _ in ckpt.list_steps(b / "checkpoints")] == [5]
     r = airlab_cli("train", "--resume", b)
     assert r.code == 0, r.err
@@ -254,22 +247,34 @@ def test_resume_is_bitwise_identical(case, completed, airlab_cli, tmp_path):
         assert sb[key] == sa[key], key
     assert comparable(metrics(b)) == comparable(metrics(a))
     assert [s for s, _ in ckpt.list_steps(b / "checkpoints")] == [5, 10]
-    for name in ("model.safetensors", "optimizer.pt"):  # the final checkpoints are byte for byte the same
+    for name in backend.resumed_files:  # the final checkpoints are byte for byte the same
         assert (ckpt.sha256_file(b / "checkpoints" / "step-10" / name)
                 == ckpt.sha256_file(a / "checkpoints" / "step-10" / name)), name
 
 
-def test_resume_with_the_same_config_is_accepted(completed, airlab_cli, tmp_path):
+@pytest.mark.parametrize("part", ["rng", "optimizer"])
+def test_leaving_a_part_out_of_the_resume_changes_the_result(backend, part, completed, airlab_cli, tmp_path,
+                                                            monkeypatch):
+    """Negative controls: the generator state (dropout masks) and the optimizer state matter."""
+    a = completed(backend.name, "mlp")
+    b = interrupted_copy(airlab_cli, backend.name, "mlp", tmp_path / "b")
+    rng_part = next(p for p in backend.row.rng_parts if p.endswith("_rng"))
+    monkeypatch.setenv("AIRLAB_RESUME_SKIP", rng_part if part == "rng" else part)
+    assert airlab_cli("train", "--resume", b).code == 0
+    assert summary(b)["weights_sha256"] != summary(a)["weights_sha256"]
+
+
+def test_resume_with_the_same_config_is_accepted(loop_backend, completed, airlab_cli, tmp_path):
     config, overrides = CASES["mlp"]
-    b = interrupted_copy(airlab_cli, "mlp", tmp_path / "b")
+    b = interrupted_copy(airlab_cli, loop_backend, "mlp", tmp_path / "b")
     r = airlab_cli("train", config, *overrides, *RESUMABLE, "--resume", b)
     assert r.code == 0, r.err
-    assert summary(b)["weights_sha256"] == summary(completed("mlp"))["weights_sha256"]
+    assert summary(b)["weights_sha256"] == summary(completed(loop_backend, "mlp"))["weights_sha256"]
 
 
-def test_resume_with_a_changed_config_is_refused_naming_the_keys(airlab_cli, tmp_path):
+def test_resume_with_a_changed_config_is_refused_naming_the_keys(loop_backend, airlab_cli, tmp_path):
     config, overrides = CASES["mlp"]
-    b = interrupted_copy(airlab_cli, "mlp", tmp_path / "b")
+    b = interrupted_copy(airlab_cli, loop_backend, "mlp", tmp_path / "b")
     before = (b / "metrics.jsonl").read_text()
     r = airlab_cli("train", config, *overrides, *RESUMABLE, "train.lr=0.01", "model.dropout=0.1", "--resume", b)
     assert r.code == 2
@@ -279,9 +284,9 @@ def test_resume_with_a_changed_config_is_refused_naming_the_keys(airlab_cli, tmp
     assert [s for s, _ in ckpt.list_steps(b / "checkpoints")] == [5]
 
 
-def test_resume_with_allow_config_change_proceeds(airlab_cli, tmp_path):
+def test_resume_with_allow_config_change_proceeds(loop_backend, airlab_cli, tmp_path):
     config, overrides = CASES["mlp"]
-    b = interrupted_copy(airlab_cli, "mlp", tmp_path / "b")
+    b = interrupted_copy(airlab_cli, loop_backend, "mlp", tmp_path / "b")
     r = airlab_cli("train", config, *overrides, *RESUMABLE, "train.steps=12", "--resume", b,
                    "--allow-config-change")
     assert r.code == 0, r.err
@@ -292,16 +297,15 @@ def test_resume_with_allow_config_change_proceeds(airlab_cli, tmp_path):
     assert load_config(b / "config.before-step-5.yaml").train.steps != 12
 
 
-def test_resume_with_overrides_and_no_config(airlab_cli, tmp_path):
-    b = interrupted_copy(airlab_cli, "mlp", tmp_path / "b")
+def test_resume_with_overrides_and_no_config(loop_backend, airlab_cli, tmp_path):
+    b = interrupted_copy(airlab_cli, loop_backend, "mlp", tmp_path / "b")
     r = airlab_cli("train", "--resume", b, "train.steps=12", "--allow-config-change")
     assert r.code == 0, r.err
     assert summary(b)["steps"] == 12
 
 
-def test_resume_without_a_complete_checkpoint(airlab_cli, tmp_path):
-    config, overrides = CASES["mlp"]
-    b = interrupted_copy(airlab_cli, "mlp", tmp_path / "b")
+def test_resume_without_a_complete_checkpoint(loop_backend, airlab_cli, tmp_path):
+    b = interrupted_copy(airlab_cli, loop_backend, "mlp", tmp_path / "b")
     (b / "checkpoints" / "step-5" / "manifest.json").unlink()  # a save that died before committing
     with pytest.warns(UserWarning, match="no manifest"):
         r = airlab_cli("train", "--resume", b)
@@ -315,8 +319,8 @@ def test_resume_without_a_complete_checkpoint(airlab_cli, tmp_path):
     assert r.code == 2 and "no complete checkpoint" in r.err_lines[0]
 
 
-def test_resume_skips_a_damaged_newest_checkpoint(completed, airlab_cli, tmp_path):
-    b = interrupted_copy(airlab_cli, "mlp", tmp_path / "b", keep_through=10)
+def test_resume_skips_a_damaged_newest_checkpoint(loop_backend, completed, airlab_cli, tmp_path):
+    b = interrupted_copy(airlab_cli, loop_backend, "mlp", tmp_path / "b", keep_through=10)
     weights = b / "checkpoints" / "step-10" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
@@ -325,7 +329,7 @@ def test_resume_skips_a_damaged_newest_checkpoint(completed, airlab_cli, tmp_pat
         r = airlab_cli("train", "--resume", b)
     assert r.code == 0, r.err
     assert "from step-5" in r.out
-    assert summary(b)["weights_sha256"] == summary(completed("mlp"))["weights_sha256"]
+    assert summary(b)["weights_sha256"] == summary(completed(loop_backend, "mlp"))["weights_sha256"]
 
 
 def test_resume_of_a_directory_that_is_not_a_run(airlab_cli, tmp_path):
@@ -334,15 +338,15 @@ def test_resume_of_a_directory_that_is_not_a_run(airlab_cli, tmp_path):
     assert "not a run directory" in r.err_lines[0]
 
 
-def test_resume_keeps_early_stopping_state(airlab_cli, tmp_path):
+def test_resume_keeps_early_stopping_state(loop_backend, airlab_cli, tmp_path):
     config, overrides = CASES["mlp"]
-    es = [*overrides, "device=cpu", "train.steps=20", "train.eval_every=1", "train.checkpoint_every=1",
+    es = [*overrides, *NUMERICS, "train.steps=20", "train.eval_every=1", "train.checkpoint_every=1",
           "train.keep_checkpoints=50", "train.log_every=1", "train.early_stopping.patience=3",
           "train.early_stopping.min_delta=10.0"]
-    train(airlab_cli, config, es, tmp_path / "a")
+    train(airlab_cli, config, es, tmp_path / "a", backend=loop_backend)
     sa = summary(tmp_path / "a")
     assert sa["status"] == "early_stopped" and sa["steps"] == 4  # the guard of the test itself
-    train(airlab_cli, config, es, tmp_path / "b")
+    train(airlab_cli, config, es, tmp_path / "b", backend=loop_backend)
     for step, path in ckpt.list_steps(tmp_path / "b" / "checkpoints"):
         if step > 2:
             shutil.rmtree(path)
@@ -361,8 +365,8 @@ def png(path: Path) -> Image.Image:
     return img
 
 
-def test_vae_run_writes_an_image_and_sample_writes_another(completed, airlab_cli):
-    run_dir = completed("vae")
+def test_vae_run_writes_an_image_and_sample_writes_another(backend, completed, airlab_cli):
+    run_dir = completed(backend.name, "vae")
     s = summary(run_dir)
     (first,) = s["samples"]
     assert first == str(run_dir / "samples" / "step-10-generated.png")
@@ -381,10 +385,10 @@ def test_vae_run_writes_an_image_and_sample_writes_another(completed, airlab_cli
     assert new.read_bytes() == before  # a seed gives the same samples
 
 
-def test_autoencoder_run_writes_reconstructions(airlab_cli, tmp_path):
+def test_autoencoder_run_writes_reconstructions(backend, airlab_cli, tmp_path):
     run_dir = tmp_path / "ae"
-    train(airlab_cli, CONFIGS / "autoencoder.yaml",
-          [*SHAPES_TINY, "model.channels=[4,4]", "train.epochs=null", "train.steps=3", "device=cpu"], run_dir)
+    config, overrides = tiny("autoencoder")
+    train(airlab_cli, config, [*overrides, "train.steps=3", *NUMERICS], run_dir, backend=backend.name)
     (first,) = summary(run_dir)["samples"]
     assert first.endswith("-reconstructions.png")
     png(Path(first))
@@ -396,8 +400,8 @@ def test_autoencoder_run_writes_reconstructions(airlab_cli, tmp_path):
     assert png(path).size == ((4 * 30 + 2) * 3, (2 * 30 + 2) * 3)  # 4 inputs, each beside its reconstruction
 
 
-def test_transformer_run_writes_text(completed, airlab_cli):
-    run_dir = completed("transformer")
+def test_transformer_run_writes_text(backend, completed, airlab_cli):
+    run_dir = completed(backend.name, "transformer")
     (first,) = summary(run_dir)["samples"]
     text = Path(first).read_text()
     assert first.endswith("step-10-text.txt")
@@ -411,41 +415,36 @@ def test_transformer_run_writes_text(completed, airlab_cli):
     assert "--- sample 3" in text and "--- sample 4" not in text
 
 
-def test_sample_of_a_classifier_run_is_refused(completed, airlab_cli):
-    run_dir = completed("mlp")
+def test_sample_of_a_classifier_run_is_refused(backend, completed, airlab_cli):
+    run_dir = completed(backend.name, "mlp")
     r = airlab_cli("sample", run_dir)
     assert r.code == 2
     assert "does not generate samples" in r.err_lines[0]
     assert not (run_dir / "samples").exists()
 
 
-def test_sample_without_a_checkpoint(completed, airlab_cli, tmp_path):
+def test_sample_without_a_checkpoint(backend, completed, airlab_cli, tmp_path):
     run_dir = tmp_path / "vae"
-    shutil.copytree(completed("vae"), run_dir)
+    shutil.copytree(completed(backend.name, "vae"), run_dir)
     shutil.rmtree(run_dir / "checkpoints")
     r = airlab_cli("sample", run_dir, "--n", "2")
     assert r.code == 2 and "no complete checkpoint" in r.err_lines[0]
 
 
-def test_transformer_weights_sha256_matches_its_checkpoint(completed):
-    s = summary(completed("transformer"))
-    assert digest_of_checkpoint(Path(s["checkpoint"])) == s["weights_sha256"]
-
-
-@pytest.mark.parametrize("case", ["mlp", "vae"])
-def test_weights_sha256_matches_the_checkpoint(case, completed):
-    s = summary(completed(case))
+@pytest.mark.parametrize("case", ["mlp", "vae", "transformer"])
+def test_weights_sha256_matches_the_checkpoint(backend, case, completed):
+    s = summary(completed(backend.name, case))
     assert digest_of_checkpoint(Path(s["checkpoint"])) == s["weights_sha256"]
 
 
 # --- divergence --------------------------------------------------------------------------------
 
 
-def test_an_absurd_learning_rate_exits_3_naming_the_step(airlab_cli, tmp_path):
+def test_an_absurd_learning_rate_exits_3_naming_the_step(loop_backend, airlab_cli, tmp_path):
     config, overrides = CASES["mlp"]
     run_dir = tmp_path / "run"
-    r = airlab_cli("train", config, *overrides, "device=cpu", "train.steps=10", "train.optimizer=sgd",
-                   "train.lr=1e30", "--run-dir", run_dir)
+    r = airlab_cli("train", config, *overrides, *NUMERICS, "train.steps=10", "train.optimizer=sgd",
+                   "train.lr=1e30", "--backend", loop_backend, "--run-dir", run_dir)
     assert r.code == 3, r.err
     assert re.search(r"step \d+", r.err_lines[0]) and ("diverged" in r.err_lines[0] or "non-finite" in r.err_lines[0])
     assert "train.lr" in r.err_lines[1]
@@ -456,20 +455,19 @@ def test_an_absurd_learning_rate_exits_3_naming_the_step(airlab_cli, tmp_path):
     assert not (run_dir / "summary.json").exists()
 
 
-def test_a_non_finite_training_loss_exits_3_naming_the_step(airlab_cli, tmp_path, monkeypatch):
-    from airlab.backends.torch.backend import TorchBackend
-
-    real = TorchBackend.pop_train_metrics
+def test_a_non_finite_training_loss_exits_3_naming_the_step(loop_backend, airlab_cli, tmp_path, monkeypatch):
+    implementation = table.load(table.get(loop_backend).implementation)
+    real = implementation.pop_train_metrics
 
     def poisoned(self):
         out = real(self)
         return {k: float("nan") for k in out}
 
-    monkeypatch.setattr(TorchBackend, "pop_train_metrics", poisoned)
+    monkeypatch.setattr(implementation, "pop_train_metrics", poisoned)
     config, overrides = CASES["mlp"]
     run_dir = tmp_path / "run"
-    r = airlab_cli("train", config, *overrides, "device=cpu", "train.steps=10", "train.log_every=3",
-                   "train.checkpoint_every=1", "--run-dir", run_dir)
+    r = airlab_cli("train", config, *overrides, *NUMERICS, "train.steps=10", "train.log_every=3",
+                   "train.checkpoint_every=1", "--backend", loop_backend, "--run-dir", run_dir)
     assert r.code == 3
     assert r.err_lines[0] == "error: training diverged by step 3: train loss=nan"
     assert str(run_dir / "checkpoints" / "step-2") in r.err_lines[1]  # the last good checkpoint

@@ -1,10 +1,15 @@
-"""The reliability promises of the torch backend, proved with real processes and real signals.
+"""The reliability promises of every backend, proved with real processes and real signals.
 
 See the RELIABILITY section of the README. A run killed with SIGKILL (between checkpoints or in
 the middle of a save), interrupted by SIGTERM, or failing to write a checkpoint, resumes to a run
 whose `weights_sha256` equals that of the same run uninterrupted — bitwise, on CPU. Negative
 controls leave one part of the state out of the resume and must make the digests differ, which
 proves these tests can fail.
+
+Every registered model is a case (its spec's `smoke` fields, through tests/smoke.py); every
+backend of the table runs them (the `backend` fixture; TensorFlow with op determinism on, which
+bitwise resume in another process needs: its adapter's `exact_resume`). The numerics of every
+run are pinned (tests/numerics.py).
 """
 
 from __future__ import annotations
@@ -19,34 +24,29 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIGS, PYCORPUS_TINY, SHAPES_TINY, last_train_step, spawn
+from adapters import needs
 from airlab.train import checkpoint as ckpt
+from conftest import last_train_step, spawn
+from numerics import NUMERICS
+from smoke import MODELS, case as smoke_case
 
-# 12 steps, a checkpoint every 4; train metrics logged at the same cadence
-RUN = ["device=cpu", "train.epochs=null", "train.steps=12", "train.checkpoint_every=4", "train.log_every=4",
+# 12 steps, a checkpoint every 4; train metrics logged at the same cadence. Every run, in this
+# process and in the killed ones, on one thread (train.threads=1): the same arithmetic order, so
+# digests compare across processes.
+RUN = [*NUMERICS, "train.epochs=null", "train.steps=12", "train.checkpoint_every=4", "train.log_every=4",
        "train.keep_checkpoints=10", "data.batch_size=32"]
-CASES = {
-    "mlp": (CONFIGS / "mlp.yaml", [*SHAPES_TINY, "model.hidden=[16]", "model.dropout=0.5"]),
-    "cnn": (CONFIGS / "cnn.yaml", [*SHAPES_TINY, "model.channels=[4,8]", "model.dense=[16]"]),
-    "rnn": (CONFIGS / "rnn.yaml", [*SHAPES_TINY, "model.hidden_size=16", "model.cell=gru"]),
-    "autoencoder": (CONFIGS / "autoencoder.yaml", [*SHAPES_TINY, "model.channels=[4,4]"]),
-    "vae": (CONFIGS / "vae.yaml", [*SHAPES_TINY, "model.hidden=[16]", "model.latent_dim=4"]),
-    "transformer": (CONFIGS / "transformer.yaml",
-                    [*PYCORPUS_TINY, "model.n_layer=1", "model.n_embd=32", "model.n_head=2",
-                     "model.context_length=16", "model.dropout=0.1", "train.warmup_steps=2",
-                     "train.eval_every=4"]),
-}
+CASES = {model: smoke_case(model, eval_every=4) for model in MODELS}  # a language model evaluates at each checkpoint
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-# in-process runs use one thread, like the killed subprocesses (OMP_NUM_THREADS=1): the same
-# arithmetic order, so digests can be compared across processes
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def argv(case: str, run_dir: Path, *extra: str) -> list[str]:
     config, overrides = CASES[case]
     return ["train", str(config), *overrides, *RUN, *extra, "--run-dir", str(run_dir)]
+
+
+def on(backend) -> tuple[str, ...]:
+    """The overrides that run a case on `backend` (an adapter), bitwise resumable across processes."""
+    return (f"backend={backend.name}", *backend.exact_resume)
 
 
 def digest(run_dir: Path) -> str:
@@ -81,26 +81,14 @@ def killed(case: str, run_dir: Path, fault: str, *extra: str) -> subprocess.Comp
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_kill_9_between_checkpoints_then_resume_is_bitwise_identical(case, baseline, airlab_cli, tmp_path):
+def test_kill_9_between_checkpoints_then_resume_is_bitwise_identical(backend, case, baseline, airlab_cli, tmp_path):
+    """Every model, on every backend (TensorFlow with op determinism on)."""
     run_dir = tmp_path / "run"
-    killed(case, run_dir, "kill_at_step:6")
+    killed(case, run_dir, "kill_at_step:6", *on(backend))
     assert steps(run_dir) == [4]
     r = airlab_cli("train", "--resume", run_dir)
     assert r.code == 0, r.err
-    assert digest(run_dir) == baseline(case)
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_kill_9_then_resume_is_bitwise_identical_on_tensorflow(case, baseline, airlab_cli, tmp_path):
-    """The same promise on the TensorFlow backend, with op determinism on."""
-    pytest.importorskip("tensorflow", reason="the tensorflow backend is not installed")
-    tf = ["backend=tensorflow", "train.deterministic=true"]
-    run_dir = tmp_path / "run"
-    killed(case, run_dir, "kill_at_step:6", *tf)
-    assert steps(run_dir) == [4]
-    r = airlab_cli("train", "--resume", run_dir)
-    assert r.code == 0, r.err
-    assert digest(run_dir) == baseline(case, *tf)
+    assert digest(run_dir) == baseline(case, *on(backend))
 
 
 def logged(run_dir: Path) -> list[tuple]:
@@ -112,14 +100,13 @@ def logged(run_dir: Path) -> list[tuple]:
     return out
 
 
-@pytest.mark.parametrize("case, backend", [("mlp", "torch"), ("vae", "torch"), ("mlp", "tensorflow")])
-def test_a_resumed_run_logs_the_same_metrics_when_log_and_checkpoint_cadences_differ(case, backend, airlab_cli,
+@pytest.mark.parametrize("case, name", [pytest.param(c, b, marks=needs(b), id=f"{c}-{b}")
+                                        for c, b in [("mlp", "torch"), ("vae", "torch"), ("mlp", "tensorflow")]])
+def test_a_resumed_run_logs_the_same_metrics_when_log_and_checkpoint_cadences_differ(case, name, airlab_cli,
                                                                                     tmp_path):
     """Checkpoints every 3 steps, logs every 4: killed at step 5, the run resumes from step 3 with
     steps 1-3 already summed, and its step-4 line averages steps 1-4 like the uninterrupted run's."""
-    if backend == "tensorflow":
-        pytest.importorskip("tensorflow", reason="the tensorflow backend is not installed")
-    extra = ("train.checkpoint_every=3", "train.log_every=4", f"backend={backend}", "train.deterministic=true")
+    extra = ("train.checkpoint_every=3", "train.log_every=4", f"backend={name}", "train.deterministic=true")
     base = tmp_path / "base"
     assert airlab_cli(*argv(case, base, *extra)).code == 0
     run_dir = tmp_path / "run"
@@ -179,16 +166,9 @@ def test_signal_then_resume_is_bitwise_identical(sig, code, airlab_cli, tmp_path
     assert digest(run_dir) == digest(base)
 
 
-BACKEND_CLASSES = {"torch": "airlab.backends.torch.backend:TorchBackend",
-                   "tensorflow": "airlab.backends.tensorflow.backend:TensorFlowBackend"}
-
-
-def _signal_in_evaluate(monkeypatch, backend: str, at_call: int, times: int):
+def _signal_in_evaluate(monkeypatch, backend, at_call: int, times: int):
     """Patch the backend's evaluate to send itself SIGTERM `times` times after its `at_call`-th call."""
-    import importlib
-
-    module, name = BACKEND_CLASSES[backend].split(":")
-    cls = getattr(importlib.import_module(module), name)
+    cls = backend.implementation
     evaluate, calls = cls.evaluate, []
 
     def evaluate_then_signal(self, split):
@@ -203,15 +183,12 @@ def _signal_in_evaluate(monkeypatch, backend: str, at_call: int, times: int):
     return lambda: monkeypatch.setattr(cls, "evaluate", evaluate)
 
 
-@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
 def test_a_signal_during_evaluation_still_saves_that_step(backend, baseline, airlab_cli, tmp_path, monkeypatch):
     """One SIGTERM finishes the step, saves it, exits 143; the resumed run is bitwise equal to the
     uninterrupted one, on both backends (TensorFlow: op determinism on). It lands during an
     evaluation: the race CI once hit, where the save decision was taken before evaluation and the
     run stopped with no checkpoint ('saved None'). In-process, so the signal is exact."""
-    if backend == "tensorflow":
-        pytest.importorskip("tensorflow", reason="the tensorflow backend is not installed")
-    extra = ("train.checkpoint_every=100", "train.eval_every=3", f"backend={backend}", "train.deterministic=true")
+    extra = ("train.checkpoint_every=100", "train.eval_every=3", f"backend={backend.name}", "train.deterministic=true")
     restore = _signal_in_evaluate(monkeypatch, backend, at_call=2, times=1)  # after step 6, not a checkpoint step
     run_dir = tmp_path / "run"
     r = airlab_cli(*argv("mlp", run_dir, *extra))
@@ -223,14 +200,11 @@ def test_a_signal_during_evaluation_still_saves_that_step(backend, baseline, air
     assert digest(run_dir) == baseline("mlp", *extra)
 
 
-@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
 def test_a_second_signal_stops_at_once_and_the_run_resumes_from_the_last_checkpoint(backend, baseline, airlab_cli,
                                                                                   tmp_path, monkeypatch):
     """The second SIGTERM does not wait for the save: exit 143 at once, the step not saved, the
     newest checkpoint named; resuming from it gives the uninterrupted run's weights."""
-    if backend == "tensorflow":
-        pytest.importorskip("tensorflow", reason="the tensorflow backend is not installed")
-    extra = ("train.checkpoint_every=4", "train.eval_every=3", f"backend={backend}", "train.deterministic=true")
+    extra = ("train.checkpoint_every=4", "train.eval_every=3", f"backend={backend.name}", "train.deterministic=true")
     restore = _signal_in_evaluate(monkeypatch, backend, at_call=2, times=2)  # evaluation after step 6
     run_dir = tmp_path / "run"
     r = airlab_cli(*argv("mlp", run_dir, *extra))
@@ -244,11 +218,8 @@ def test_a_second_signal_stops_at_once_and_the_run_resumes_from_the_last_checkpo
     assert digest(run_dir) == baseline("mlp", *extra)
 
 
-@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
 def test_a_failed_write_keeps_the_previous_checkpoint_and_resume_is_exact(backend, baseline, airlab_cli, tmp_path):
-    if backend == "tensorflow":
-        pytest.importorskip("tensorflow", reason="the tensorflow backend is not installed")
-    extra = ("backend=tensorflow", "train.deterministic=true") if backend == "tensorflow" else ()
+    extra = on(backend)
     run_dir = tmp_path / "run"
     r = spawn(*argv("mlp", run_dir, *extra), env={**ONE_THREAD, "AIRLAB_FAULT": "fail_write_at_save:8"})
     assert r.code == 4, r.err
