@@ -96,6 +96,15 @@ class Interrupted(AirlabError):
         self.exit_code = 128 + signum
 
 
+class MainFailed(AirlabError):
+    """What every other process of a run raises when a step the main process ran for all of them
+    failed: the main process's message, with its exit code (the main process reports its own)."""
+
+    def __init__(self, message: str, hint: str | None, exit_code: int):
+        super().__init__(f"the main process stopped the run: {message}", hint)
+        self.exit_code = int(exit_code)
+
+
 # errno values that mean the machine, not airlab, refused a write: a full disk or quota, a file
 # size limit, a read-only file system, permissions
 _ENV_ERRNOS = {28: "no space left on the device", 122: "disk quota exceeded", 27: "file too large (a file size limit)",

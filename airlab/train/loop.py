@@ -3,6 +3,11 @@ early stopping, signals, the run directory and the summary.
 
 Data order is a pure function of (seed, epoch) and the position within an epoch follows from the
 step, so a checkpoint needs only the step to put the data back where it was.
+
+Two seams: the process role (airlab.train.process) gates every write of the run, which only the
+main process makes, and takes the decisions all processes share (stop on a signal or a closed
+output, the non-finite skip, the out-of-memory back-off, early stopping) at the same points in
+every process; the sinks (airlab.train.sinks) receive every record: the loop writes none itself.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from airlab import registry
-from airlab.backends import backend_class
+from airlab.backends import backend_class, table
 from airlab.config import load as config_load
 from airlab.config import to_dict, to_yaml
 from airlab.data import load_dataset
@@ -32,7 +37,7 @@ from airlab.errors import (AirlabError, CheckpointError, ConfigError, DataError,
 from airlab.signals import SignalReceived
 from airlab.tasks import Task, get_task
 from airlab.train import checkpoint as ckpt
-from airlab.train import rundir, samples, threads
+from airlab.train import process, rundir, samples, sinks, threads
 from airlab.train.progress import Reporter
 from airlab.train.schedule import lr_function
 
@@ -101,6 +106,13 @@ class _StopNow(SignalReceived):
     """A second stopping signal while training, raised from the handler: stop at once."""
 
 
+class _NonFiniteElsewhere(NonFiniteStep):
+    """A step refused because another process of the run found it non-finite."""
+
+    def __init__(self, step: int):
+        super().__init__(step, float("nan"), None)
+
+
 class _Signals:
     """While training: a first SIGINT/SIGTERM/SIGHUP finishes the step, saves and exits
     130/143/129; a second one stops at once. Signals the process ignores stay ignored."""
@@ -125,7 +137,9 @@ class _Signals:
 
 
 RESUME_SKIP_ENV = "AIRLAB_RESUME_SKIP"
-_RESUME_PARTS = {"model", "optimizer", "torch_rng", "tf_rng", "scaler", "python_rng", "numpy_rng", "counters"}
+# the parts of a checkpoint the backend restores, every backend's RNG parts among them (the table's)
+_BACKEND_PARTS = frozenset({"model", "optimizer"}.union(*(row.rng_parts for row in table.ROWS)))
+_RESUME_PARTS = _BACKEND_PARTS | {"python_rng", "numpy_rng", "counters"}
 
 
 def _resume_skip() -> set[str]:
@@ -191,9 +205,13 @@ def load_run_config(run_dir: Path, *, to_train: bool = True):
 
 
 class Trainer:
+    """One process's part of a run. `role` says which process this is (default: the backend's
+    answer, `process.role_for`; a run of one process is `process.Local()`); only the main
+    process writes and shows progress."""
+
     def __init__(self, config, *, run_dir: Path | None = None, resume: Path | None = None,
                  argv: list[str] | None = None, reporter: Reporter | None = None,
-                 allow_config_change: bool = False):
+                 allow_config_change: bool = False, role: process.Role | None = None):
         self.reporter = reporter or Reporter(rich_bar=False)
         self.argv = list(argv or [])
         self.faults = faults.Faults.from_env()
@@ -224,11 +242,18 @@ class Trainer:
             raise ConfigError(f"train.grad_accum: {config.train.grad_accum} micro-batches cannot split a batch of "
                               f"{config.data.batch_size} (data.batch_size)")
         self.backend_cls = backend_class(config.backend)
+        self.role = role if role is not None else process.role_for(self.backend_cls, config)
+        if not self.role.is_main:  # progress and messages from the main process only
+            self.reporter = Reporter(quiet=True)
+        self.sinks = sinks.Sinks()  # the run's sinks: built when it starts (the main process's)
         # a new run's directory is claimed (created) when the run starts, under its lock
         self.run_dir: Path | None = self.resume_dir or (Path(run_dir) if run_dir else None)
         self._given_run_dir = self.resume_dir is None and run_dir is not None
         self._dir_existed = False  # an existing empty --run-dir is the user's: never removed
-        if self._given_run_dir and self.run_dir.exists() and (not self.run_dir.is_dir() or any(self.run_dir.iterdir())):
+        # refused at once; in a run of several processes the claim refuses it instead (the same
+        # error), where every process hears of it (another may already see the main's claim here)
+        if (self.role.world_size == 1 and self._given_run_dir and self.run_dir.exists()
+                and (not self.run_dir.is_dir() or any(self.run_dir.iterdir()))):
             what = "holds a run" if (self.run_dir / "config.yaml").exists() else "already exists"
             raise UsageError(f"--run-dir {self.run_dir}: {what}",
                              hint=f"choose a new directory, or continue that run with --resume {self.run_dir}")
@@ -245,7 +270,7 @@ class Trainer:
         self.backend.faults = self.faults
         contended = threads.contention_warning(self.backend.threads, device=str(self.backend.device),
                                                usable=self.backend.thread_plan.cores.usable)
-        if contended:
+        if contended and self.role.is_main:
             warnings.warn(contended, stacklevel=2)
         self.plan = make_plan(self.config, self.dataset, self.task)
         self.lr_at = lr_function(self.config.train, self.plan.total_steps)
@@ -283,14 +308,20 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _save(self, state: dict) -> Path:
+        """A checkpoint of this step, written by the main process; every process then knows its path."""
         if not self.backend.all_finite():
             raise TrainingDiverged(
                 f"non-finite weights at step {state['step']}; not checkpointing them",
                 hint=f"last good checkpoint: {self._last_ckpt or 'none'}; lower train.lr or set train.grad_clip")
+        trainer_state = self._trainer_state(state)
+        self._last_ckpt = Path(self.role.on_main(self._write_checkpoint, state, trainer_state))
+        return self._last_ckpt
+
+    def _write_checkpoint(self, state: dict, trainer_state: dict) -> str:
         root = self.run_dir / "checkpoints"
         step = state["step"]
         try:
-            path = ckpt.save(root, step, self.backend.save_state, self._trainer_state(state),
+            path = ckpt.save(root, step, self.backend.save_state, trainer_state,
                              on_file=lambda n: self.faults.during_save(step, n))
         except Exception as e:  # OSError, or a framework writer's own error around one (torch, safetensors)
             cause = environment_cause(e)
@@ -305,22 +336,30 @@ class Trainer:
         self._last_ckpt = path
         ckpt.prune(root, self.config.train.keep_checkpoints, protect={path})
         self._set_status("running", state)
-        return path
+        return str(path)
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        if self.resume_dir is None:
-            self._dir_existed = self._given_run_dir and self.run_dir.is_dir()
-            self.run_dir = (rundir.claim_given_run_dir(self.run_dir) if self._given_run_dir
-                            else rundir.claim_run_dir(self.config.output.runs_root, self.config.name))
-        lock = rundir.RunLock(self.run_dir).acquire()
+        self._lock: rundir.RunLock | None = None
+        self.run_dir = Path(self.role.on_main(self._claim))  # every process agrees on the path
         self._discard = False
         try:
             return self._run_locked()
         finally:
-            lock.release()
+            if self._lock is not None:
+                self._lock.release()
             if self._discard:  # a new run refused before it trained: it leaves no directory behind
                 shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _claim(self) -> str:
+        """Main process: claim a new run's directory (or take the resumed run's) and lock it for
+        the run: the lock belongs to the run, and the main process holds it."""
+        if self.resume_dir is None:
+            self._dir_existed = self._given_run_dir and self.run_dir.is_dir()
+            self.run_dir = (rundir.claim_given_run_dir(self.run_dir) if self._given_run_dir
+                            else rundir.claim_run_dir(self.config.output.runs_root, self.config.name))
+        self._lock = rundir.RunLock(self.run_dir).acquire()
+        return str(self.run_dir)
 
     def _run_locked(self) -> RunResult:
         cfg = self.config
@@ -335,36 +374,35 @@ class Trainer:
                                       hint="start a new run; checkpoints are written every train.checkpoint_every steps")
         wall0 = time.time()
         try:
-            if self.resume_from is None:
-                (self.run_dir / "config.yaml").write_text(to_yaml(cfg))
-            self._set_status("running", state, started=rundir.now_iso())
+            self.role.on_main(self._write_start, state)
             self.faults.at("start")
             self._prepare()
             self.faults.at("built")
-            if self.resume_from is not None:
-                self._restore(state)
-            else:
-                env = rundir.environment(self.backend.environment(), self.argv)
-                env["data"] = {"name": cfg.data.name, "unverified": list(self.dataset.unverified)}
-                rundir.write_json(self.run_dir / "env.json", env)
-            self._start_step = state["step"]
-            log = rundir.MetricsLog(self.run_dir / "metrics.jsonl")
+            # the main process's sinks (none in the others): the metrics file, the terminal, trackers
+            self.sinks = sinks.Sinks.build(sinks.names_for(cfg) if self.role.is_main else (),
+                                           sinks.Context(run_dir=self.run_dir, config=cfg, reporter=self.reporter))
             try:
+                if self.resume_from is not None:
+                    self._restore(state)
+                else:
+                    self.role.on_main(self._write_environment)
+                self._start_step = state["step"]
+                self.sinks.open()
                 self._phase = "train"
                 with _Signals() as signals_:
-                    self._loop(state, log, signals_)
+                    self._loop(state, signals_)
                 self._phase = "finish"
                 self.faults.at("finish")
-                result = self._finish(state, log, wall0)
+                result = self._finish(state, wall0)
             finally:
                 self.reporter.end()
-                log.close()
+                self.sinks.close()
         except BaseException as e:
             err = self._as_airlab_error(e, state)
             # the config or the data was refused before anything ran (the model cannot read this data,
             # files missing): nothing of this run is worth keeping
             self._discard = (self.resume_from is None and self._phase == "start" and not self._dir_existed
-                             and isinstance(err, (ConfigError, DataError)))
+                             and isinstance(err, (ConfigError, DataError)) and self.role.is_main)
             self._end_status(err, state)
             if err is not None and err is not e:
                 raise err from None
@@ -372,11 +410,23 @@ class Trainer:
         self._set_status(result.summary["status"], state, exit_code=0)
         return result
 
+    def _write_start(self, state: dict) -> None:
+        """Main process: a new run's config.yaml, and status.json says the run is running."""
+        if self.resume_from is None:
+            (self.run_dir / "config.yaml").write_text(to_yaml(self.config))
+        self._set_status("running", state, started=rundir.now_iso())
+
+    def _write_environment(self) -> None:
+        """Main process: a new run's env.json."""
+        env = rundir.environment(self.backend.environment(), self.argv)
+        env["data"] = {"name": self.config.data.name, "unverified": list(self.dataset.unverified)}
+        rundir.write_json(self.run_dir / "env.json", env)
+
     def _restore(self, state: dict) -> None:
         """Put the backend, RNGs and counters back as the checkpoint has them."""
         cfg = self.config
         skip = _resume_skip()
-        backend_skip = skip & {"model", "optimizer", "torch_rng", "tf_rng", "scaler"}
+        backend_skip = skip & _BACKEND_PARTS
         if backend_skip:
             self.backend.load_state(self.resume_from, skip=frozenset(backend_skip))
         else:
@@ -402,14 +452,19 @@ class Trainer:
                                   f"{cfg.data.batch_size}")
         self.backend.grad_accum = state["grad_accum"]
         self._last_ckpt = self.resume_from
-        self._record_resume(saved, state["step"])
-        rundir.truncate_metrics(self.run_dir / "metrics.jsonl", state["step"], warn=self.reporter.message)
+        self.role.on_main(self._write_resume, saved, state["step"])
+
+    def _write_resume(self, saved: dict, step: int) -> None:
+        """Main process: env.json records the resume; the sinks forget what came after the
+        checkpoint (the metrics file keeps the records up to its step; the terminal says what is
+        resumed, and how the config changed); a changed config is kept beside the new one."""
+        self._record_resume(saved, step)
+        self.sinks.resume(sinks.Resume(step=step, checkpoint=self.resume_from, run_dir=self.run_dir,
+                                       config_changes=tuple(self.config_changes)))
         if self.config_changes:  # allowed: keep the old config beside the new one
             old = self.run_dir / "config.yaml"
-            rundir.atomic_write(self.run_dir / f"config.before-step-{state['step']}.yaml", old.read_bytes())
-            rundir.atomic_write(old, to_yaml(cfg))
-            self.reporter.message(f"config changed at step {state['step']}: {', '.join(self.config_changes)}")
-        self.reporter.message(f"resuming {self.run_dir} from {self.resume_from.name}")
+            rundir.atomic_write(self.run_dir / f"config.before-step-{step}.yaml", old.read_bytes())
+            rundir.atomic_write(old, to_yaml(self.config))
 
     def _record_resume(self, saved: dict, step: int) -> None:
         """env.json keeps one entry per resume (argv, time, the numerics facts in force); when
@@ -437,7 +492,8 @@ class Trainer:
     def _set_status(self, status: str, state: dict, **fields) -> None:
         self._status.update(fields)
         self._status.update(step=state["step"], last_checkpoint=str(self._last_ckpt) if self._last_ckpt else None)
-        rundir.write_status(self.run_dir, status, **self._status)
+        if self.role.is_main:
+            rundir.write_status(self.run_dir, status, **self._status)
 
     def _end_status(self, err: AirlabError | None, state: dict) -> None:
         """Record how the run ended; best effort (the disk may be the reason it ended)."""
@@ -493,14 +549,17 @@ class Trainer:
                             else "nothing was saved yet: start the run again"))
         return None
 
-    def _record(self, log, state, split: str, metrics: dict, **extra) -> None:
-        log.write({"step": state["step"], "epoch": round(state["step"] / self.plan.steps_per_epoch, 4), "split": split,
-                   "metrics": metrics, **extra, "time": round(time.time() - log.t0, 3)})
+    def _record(self, state, split: str, metrics: dict, *, lr: float | None = None,
+                sps: float | None = None) -> None:
+        """Hand a record to every sink (the metrics file, the terminal, trackers)."""
+        step, per_epoch = state["step"], self.plan.steps_per_epoch
+        self.sinks.write(sinks.Record(step=step, split=split, metrics=metrics, epoch=step / per_epoch,
+                                      epoch_index=max(step - 1, 0) // per_epoch, wall=time.time(), lr=lr,
+                                      samples_per_s=sps))
 
-    def _evaluate(self, state, log, split: str) -> dict:
+    def _evaluate(self, state, split: str) -> dict:
         metrics = self.backend.evaluate(split)
-        self._record(log, state, split, metrics)
-        self.reporter.eval(state["step"], split, metrics)
+        self._record(state, split, metrics)
         return metrics
 
     def _track_best(self, state, val: dict) -> bool:
@@ -523,11 +582,26 @@ class Trainer:
         state["evals_since_best"] += 1
         return state["evals_since_best"] >= es.patience
 
+    def _shared_step_failure(self, failed: Exception | None, step: int) -> Exception | None:
+        """How step `step` ended for every process: out of memory on any process runs it again
+        on all of them (before anything else), a non-finite step on any process is refused by
+        all of them; None when it was taken everywhere. On one process: its own outcome."""
+        oom, bad = self.role.max([isinstance(failed, OutOfMemoryStep), isinstance(failed, NonFiniteStep)])
+        if oom:
+            if isinstance(failed, OutOfMemoryStep):
+                return failed
+            micro = -(-self.config.data.batch_size // self.backend.grad_accum)
+            return OutOfMemoryStep(step, micro, "on another process")
+        if bad:
+            return failed if isinstance(failed, NonFiniteStep) else _NonFiniteElsewhere(step)
+        return None
+
     def _non_finite(self, state: dict, bad: NonFiniteStep) -> None:
         """A step with a non-finite loss or gradient norm was refused: stop (exit 3), or skip it
         while the budget of `train.max_skipped_steps` lasts."""
         t = self.config.train
-        values = f"loss={bad.loss}" + (f", grad_norm={bad.grad_norm}" if bad.grad_norm is not None else "")
+        values = ("a non-finite loss or gradient on another process" if isinstance(bad, _NonFiniteElsewhere) else
+                  f"loss={bad.loss}" + (f", grad_norm={bad.grad_norm}" if bad.grad_norm is not None else ""))
         if t.on_nonfinite == "skip" and state["skipped_steps"] < t.max_skipped_steps:
             state["skipped_steps"] += 1
             self.reporter.message(f"skipped step {bad.step}: {values} "
@@ -560,7 +634,7 @@ class Trainer:
         self.reporter.message(f"out of memory at step {oom.step} with micro-batch {oom.micro_batch}: retrying "
                               f"with micro-batch {micro} x {self.backend.grad_accum} accumulated (batch {batch})")
 
-    def _loop(self, state: dict, log, signals: _Signals) -> None:
+    def _loop(self, state: dict, signals: _Signals) -> None:
         plan, cfg, task, backend = self.plan, self.config, self.task, self.backend
         has_val = len(self.dataset.val) > 0
         n = len(self.dataset.train)
@@ -577,13 +651,17 @@ class Trainer:
                 order, order_epoch = task.epoch_indices(n, cfg.seed, epoch, plan.context), epoch
             index = order[pos * plan.batch_size:(pos + 1) * plan.batch_size]
             lr = self.lr_at(step)
+            failed = None
             try:
                 backend.train_step(index, lr, step=step + 1)
-            except NonFiniteStep as bad:
-                self._non_finite(state, bad)  # raises unless the config allows skipping
-            except OutOfMemoryStep as oom:
-                self._out_of_memory(state, oom)  # raises unless the micro-batch can shrink
+            except (NonFiniteStep, OutOfMemoryStep) as e:
+                failed = e
+            failed = self._shared_step_failure(failed, step + 1)
+            if isinstance(failed, OutOfMemoryStep):
+                self._out_of_memory(state, failed)  # raises unless the micro-batch can shrink
                 continue  # the same step again, in smaller micro-batches
+            if isinstance(failed, NonFiniteStep):
+                self._non_finite(state, failed)  # raises unless the config allows skipping
             else:
                 state["samples_seen"] += len(index)
                 seen_interval += len(index)
@@ -598,13 +676,13 @@ class Trainer:
                 state["train_time"] += elapsed
                 sps = seen_interval / max(elapsed, 1e-9)
                 bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-                if bad:
+                if self.role.any(bool(bad)):
+                    what = ", ".join(f"{k}={v}" for k, v in bad.items()) or "non-finite on another process"
                     raise TrainingDiverged(
-                        f"training diverged by step {done}: train {', '.join(f'{k}={v}' for k, v in bad.items())}",
+                        f"training diverged by step {done}: train {what}",
                         hint=f"last good checkpoint: {self._last_ckpt or 'none'}; lower train.lr, set "
                              "train.grad_clip or use precision fp32")
-                self._record(log, state, "train", metrics, lr=lr, samples_per_s=round(sps, 2))
-                self.reporter.train(done, epoch, metrics, lr, sps)
+                self._record(state, "train", metrics, lr=lr, sps=sps)
                 seen_interval = 0
             stop = False
             evaluate = has_val and (done % plan.eval_every == 0 or last)
@@ -612,16 +690,18 @@ class Trainer:
             if (evaluate or save) and clock.running:
                 clock.stop()  # evaluation and saving are not training time
             if evaluate:
-                self._last_val = self._evaluate(state, log, "val")
-                stop = self._track_best(state, self._last_val)
+                self._last_val = self._evaluate(state, "val")
+                stop = self.role.any(self._track_best(state, self._last_val))  # all stop, or none
                 if stop:
                     state["stopped_early"] = True
                     self.reporter.message(f"early stopping at step {done}: "
                                           f"{cfg.train.early_stopping.metric} has not improved in "
                                           f"{cfg.train.early_stopping.patience} evaluations")
             # read the flag once, only now: a signal that lands during the evaluation above still
-            # finds this step saved; one that lands later is handled after the next step
-            received, closed = signals.received, self.reporter.closed
+            # finds this step saved; one that lands later is handled after the next step. A signal
+            # or a closed output in any process stops every process after this step
+            received, closed = self.role.max([signals.received or 0, self.reporter.closed])
+            received, closed = int(received) or None, bool(closed)
             if (received or closed) and clock.running:
                 clock.stop()
             if save or stop or received or closed:
@@ -638,15 +718,20 @@ class Trainer:
             if not clock.running:
                 clock.start()
 
-    def _finish(self, state: dict, log, wall0: float) -> RunResult:
+    def _write_samples(self, state: dict) -> list[str]:
+        """Main process: the generative model's samples of the final weights, into samples/."""
+        files = samples.write(self.backend, self.dataset, self.task, self.run_dir / "samples",
+                              n=16 if self.task.samples != "text" else 2, seed=self.config.seed,
+                              tag=f"step-{state['step']}")
+        return [str(p) for p in files]
+
+    def _finish(self, state: dict, wall0: float) -> RunResult:
         final = {}
         if len(self.dataset.val) > 0:
             final["val"] = self._last_val if self._last_val is not None else self.backend.evaluate("val")
         if self.dataset.test is not None and len(self.dataset.test) > 0:
-            final["test"] = self._evaluate(state, log, "test")
-        sample_files = samples.write(self.backend, self.dataset, self.task, self.run_dir / "samples",
-                                     n=16 if self.task.samples != "text" else 2, seed=self.config.seed,
-                                     tag=f"step-{state['step']}")
+            final["test"] = self._evaluate(state, "test")
+        sample_files = self.role.on_main(self._write_samples, state)
         train_time = state["train_time"]
         digest = rundir.weights_digest(self.backend.named_weights())
         summary = {
@@ -676,10 +761,10 @@ class Trainer:
             "checkpoint": str(self._last_ckpt) if self._last_ckpt else None,
             # data files used without a published digest to check them against (raw IDX files)
             "data_unverified": list(self.dataset.unverified),
-            "samples": [str(p) for p in sample_files],
+            "samples": sample_files,
         }
         self.faults.at("summary")
-        rundir.write_json(self.run_dir / "summary.json", summary)
+        self.role.on_main(rundir.write_json, self.run_dir / "summary.json", summary)
         return RunResult(self.run_dir, summary)
 
 

@@ -1,4 +1,7 @@
-"""The run directory: config.yaml, env.json, metrics.jsonl, summary.json, checkpoints/, samples/."""
+"""The run directory: config.yaml, env.json, metrics.jsonl, summary.json, checkpoints/, samples/.
+
+metrics.jsonl is written by its sink (airlab.train.sinks.MetricsFile); its truncation on resume
+is here. Only a run's main process writes any of these (airlab.train.process)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable
@@ -287,22 +289,6 @@ def truncate_metrics(path: Path, step: int, warn=None) -> None:
         if keep:
             kept.append(text)
     atomic_write(path, "".join(k + "\n" for k in kept))
-
-
-class MetricsLog:
-    """metrics.jsonl: one JSON object per logged or evaluated step, flushed as written."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._f = open(path, "a", encoding="utf-8")
-        self.t0 = time.time()
-
-    def write(self, record: dict) -> None:
-        self._f.write(json.dumps(record, sort_keys=False) + "\n")
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
 
 
 def fsync_dir(path: Path) -> None:
