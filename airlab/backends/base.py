@@ -1,19 +1,25 @@
-"""The Backend protocol: what the run loop, `airlab sample` and the benchmarks talk to.
+"""The Backend protocol: what the run loop, `airlab sample`, `airlab train --dry-run`, the
+converter and the training benchmark talk to, and all they talk to (tests/contract/
+test_backend_protocol.py checks every backend of airlab/backends/table.py against it, and that
+those callers use nothing else).
 
 A backend owns the model, optimizer and data on its device, and implements the task losses.
 Everything it exchanges with the run loop is numpy or plain Python, so the loop, the
-checkpoint commit and the run directory are framework-free and shared by every backend.
+checkpoint commit and the run directory are framework-free and shared by every backend. The
+backend-neutral half of a backend (device and precision grammar, evaluate, summary, the
+training-metric accumulator) is written once, in airlab/backends/common.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Protocol
+from typing import TYPE_CHECKING, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
 if TYPE_CHECKING:
+    from airlab.faults import Faults
     from airlab.train.threads import ThreadPlan
 
 
@@ -52,18 +58,26 @@ class ModelSummary:
     precision: str
 
 
+@runtime_checkable
 class Backend(Protocol):
-    name: str
+    name: str  # the config's `backend:` value (airlab.backends.table)
     device: str  # resolved, e.g. "cpu", "cuda:0"
     threads: int  # CPU threads the framework's kernels use in this process (train.threads, applied)
     thread_plan: "ThreadPlan"  # how that count was chosen (airlab.train.threads.plan_threads)
+    faults: "Faults"  # faults to stage (airlab.faults.NONE unless the run loop sets those of AIRLAB_FAULT)
+    grad_accum: int  # micro-batches per step: train.grad_accum; the run loop doubles it on out-of-memory
+    #                  (OutOfMemoryStep) and sets it back from the checkpoint on resume
 
-    def __init__(self, config, dataset, task, *, training: bool = True) -> None: ...
+    def __init__(self, config, dataset, task, *, training: bool = True) -> None:
+        """Build the model from `config.model` for `dataset` and `task` on `config.device`, and put
+        the data on the device; `training=False` (sampling) builds no optimizer."""
 
     # training
     def train_step(self, index: np.ndarray, lr: float, *, step: int | None = None) -> None:
         """One optimizer step on the examples at `index` of the training split (`step` counts
-        from 1). A non-finite loss or gradient norm raises NonFiniteStep before any weight moves."""
+        from 1), in `grad_accum` micro-batches. A non-finite loss or gradient norm raises
+        NonFiniteStep before any weight moves; running out of memory raises OutOfMemoryStep with
+        the weights and the RNG as they were."""
 
     def synchronize(self) -> None:
         """Wait for queued device work (for timing)."""
@@ -77,7 +91,8 @@ class Backend(Protocol):
         training metrics a resumed run logs equal those of the same run uninterrupted."""
 
     def restore_train_metrics(self, state: dict) -> None:
-        """Continue the running sums saved by train_metrics_state."""
+        """Continue the running sums saved by train_metrics_state (a state without "dtypes", from an
+        earlier airlab, holds float32 sums)."""
 
     def evaluate(self, split: str) -> dict[str, float]:
         """Task metrics over a whole split ("val" or "test")."""
@@ -90,11 +105,19 @@ class Backend(Protocol):
     def save_state(self, directory: Path) -> list[str]:
         """Write model/optimizer/RNG state into `directory`; return the file names written."""
 
-    def load_state(self, directory: Path, *, weights_only: bool = False) -> None:
-        """Restore state written by save_state (only the model's weights with weights_only)."""
+    def load_state(self, directory: Path, *, weights_only: bool = False, skip: frozenset = frozenset()) -> None:
+        """Restore state written by save_state (only the model's weights with weights_only).
+        `skip` leaves parts out by name ("model", "optimizer", "scaler" and the backend's RNG
+        parts, `rng_parts` of its table row): only the reliability tests use it (AIRLAB_RESUME_SKIP),
+        to prove that each part matters."""
 
     def named_weights(self) -> Iterator[tuple[str, np.ndarray]]:
         """Final weights as float arrays by name (for the digest and conversion)."""
+
+    def weight_aliases(self) -> dict[str, list[str]]:
+        """Layers that use another layer's weight, {owner layer: [layers using it]} (the
+        Transformer's head and its token embedding): the converter reads a tied weight under
+        either name."""
 
     def all_finite(self) -> bool: ...
 
@@ -103,8 +126,8 @@ class Backend(Protocol):
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray: ...
 
-    def generate_tokens(self, prompt: np.ndarray, n_new: int, *, temperature: float, top_k: int | None,
-                        seed: int) -> np.ndarray: ...
+    def generate_tokens(self, prompt: np.ndarray, n_new: int, *, temperature: float = 1.0, top_k: int | None = None,
+                        seed: int = 0) -> np.ndarray: ...
 
     def environment(self) -> dict:
         """Framework versions and device facts for env.json (with the thread count requested,

@@ -26,11 +26,12 @@ import tensorflow as tf
 
 from airlab import faults as faults_module
 from airlab import registry
-from airlab.backends.base import LayerRow, ModelSummary, NonFiniteStep, OutOfMemoryStep
+from airlab.backends import common
+from airlab.backends.base import NonFiniteStep
 from airlab.backends.tensorflow import losses
 from airlab.backends.tensorflow.models import init_seeds
 from airlab.backends.tensorflow.optim import Optimizer
-from airlab.errors import CheckpointError, ConfigError, EnvironmentProblem
+from airlab.errors import CheckpointError
 from airlab.train import threads as threads_module
 
 MODEL_FILE = "model.safetensors"
@@ -48,59 +49,15 @@ def _gpus() -> list:
     return tf.config.list_physical_devices("GPU")
 
 
-def resolve_device(requested: str) -> tuple[str, str]:
-    """(airlab's name for the device, TensorFlow's device string)."""
-    gpus = _gpus()
-    if requested == "auto":
-        return ("cuda:0", "/GPU:0") if gpus else ("cpu", "/CPU:0")
-    if requested == "cpu":
-        return "cpu", "/CPU:0"
-    if requested == "mps":
-        raise ConfigError("device: mps is not supported by the tensorflow backend",
-                          hint="use device: cpu or auto (Apple GPUs need the tensorflow-metal plugin, which airlab "
-                               "does not support), or backend: torch")
-    index = int(requested.split(":")[1]) if ":" in requested else 0
-    if not gpus:
-        build = tf.sysconfig.get_build_info()
-        raise EnvironmentProblem(
-            f"device: {requested} requested but tensorflow {tf.__version__} sees no GPU"
-            + ("" if build.get("is_cuda_build") else " (this is a CPU-only build)"),
-            hint='use device: cpu, or install TensorFlow with CUDA: pip install "tensorflow[and-cuda]" (see README: TensorFlow)')
-    if index >= len(gpus):
-        raise EnvironmentProblem(f"device: {requested} requested but only {len(gpus)} GPU(s) are visible",
-                                 hint="use cuda:0 or check CUDA_VISIBLE_DEVICES")
-    return f"cuda:{index}", f"/GPU:{index}"
-
-
-def _gpu_capability(tf_device: str) -> tuple[int, int] | None:
-    if not tf_device.startswith("/GPU"):
+def _capability(index: int | None) -> tuple[int, int] | None:
+    """The compute capability of GPU `index` (None: the CPU, or a GPU that does not report it)."""
+    if index is None:
         return None
-    gpu = _gpus()[int(tf_device.rsplit(":", 1)[1])]
-    cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+    cc = tf.config.experimental.get_device_details(_gpus()[index]).get("compute_capability")
     return tuple(cc) if cc else None
 
 
-def resolve_precision(requested: str, tf_device: str) -> str:
-    """The Keras dtype policy: float32, mixed_bfloat16 or mixed_float16."""
-    cc = _gpu_capability(tf_device)
-    if requested == "auto":
-        return "mixed_bfloat16" if cc is not None and cc >= (8, 0) else "float32"
-    if requested == "fp32":
-        return "float32"
-    if requested == "bf16":
-        if cc is not None and cc < (8, 0):
-            raise ConfigError(f"train.precision: bf16 is not supported on this GPU (compute capability "
-                              f"{cc[0]}.{cc[1]})", hint="use precision: fp16 or fp32")
-        return "mixed_bfloat16"
-    if requested == "fp16":
-        if cc is None:
-            raise ConfigError("train.precision: fp16 needs a CUDA device (this run is on cpu)",
-                              hint="use precision: bf16 or fp32")
-        return "mixed_float16"
-    raise ConfigError(f"train.precision: unknown precision {requested!r}")
-
-
-_PRECISION_NAMES = {"float32": "fp32", "mixed_bfloat16": "bf16", "mixed_float16": "fp16"}
+_POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}  # precision -> Keras dtype policy
 
 
 def model_variables(model) -> list[tuple[str, "keras.Variable"]]:
@@ -129,20 +86,22 @@ def assign_weights(model, arrays: dict[str, np.ndarray], *, source: str = "weigh
         v.assign(a.astype(np.float32) if a.dtype != np.float32 else a)
 
 
-class TensorFlowBackend:
+class TensorFlowBackend(common.BackendCore):
     name = "tensorflow"
+    no_gpu_hint = 'use device: cpu, or install TensorFlow with CUDA: pip install "tensorflow[and-cuda]" (see README: TensorFlow)'
+    mps_refusal = ("use device: cpu or auto (Apple GPUs need the tensorflow-metal plugin, which airlab does not "
+                   "support), or backend: torch")
 
     def __init__(self, config, dataset, task, *, training: bool = True):
-        self.config, self.dataset, self.task = config, dataset, task
-        self.spec = config.model
+        super().__init__(config, dataset, task, training=training)
         t = config.train
         self._apply_threads(t.threads)  # first: TensorFlow takes thread counts only before its runtime starts
-        self.device, self.tf_device = resolve_device(config.device)
-        self.policy = resolve_precision(t.precision, self.tf_device)
+        _, index = self._place()
+        self.tf_device = "/CPU:0" if index is None else f"/GPU:{index}"
+        self.policy = _POLICIES[self.precision]
         if t.deterministic:
             tf.config.experimental.enable_op_determinism()  # process-wide; TensorFlow has no public undo
         tf.random.set_seed(config.seed)  # python and numpy are seeded by the run loop
-        self.faults = faults_module.NONE  # the run loop sets the faults of AIRLAB_FAULT
 
         build = registry.builder(self.spec.name, "tensorflow")
         before = keras.config.dtype_policy()
@@ -157,8 +116,6 @@ class TensorFlowBackend:
 
         self._train_loss = losses.TRAIN[task.name]
         self._eval_loss = losses.EVAL[task.name]
-        self._finish = task.finish
-        self._context = getattr(self.spec, "context_length", None)
         self._put_data_on_device()
 
         with tf.device(self.tf_device):
@@ -170,10 +127,37 @@ class TensorFlowBackend:
             self.fp16 = self.policy == "mixed_float16" and training
             self.loss_scale = tf.Variable(_SCALE_INIT, dtype=tf.float32, trainable=False)
             self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
-            self._acc = None  # per-metric float32 sums, created on the first step
+            # the training metrics' float32 sums, one per name the loss returns: the names are
+            # learnt when the step is first traced, and the vector is sized before it first runs
+            self._acc = tf.Variable(tf.zeros([0]), shape=tf.TensorShape([None]), trainable=False)
             self._acc_n = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.grad_accum = t.grad_accum  # micro-batches per step; the run loop raises it on OOM
+        self._acc_names: list[str] | None = None
+        self._acc_pending: dict[str, float] = {}  # sums restored before the names were known
         self._fns: dict[tuple, object] = {}
+
+    # -- what the framework sees (primitives of common.resolve_device and resolve_precision) -----
+    @staticmethod
+    def _framework() -> str:
+        return f"tensorflow {tf.__version__}"
+
+    @staticmethod
+    def _gpu_count() -> int:
+        return len(_gpus())
+
+    @staticmethod
+    def _default_gpu() -> int:
+        return 0
+
+    @staticmethod
+    def _cpu_only_build() -> bool:
+        return not tf.sysconfig.get_build_info().get("is_cuda_build")
+
+    def _precision_kind(self, kind: str, index: int | None) -> str:
+        return "cuda" if _capability(index) is not None else "cpu"  # a GPU without a capability: as the CPU
+
+    def _gpu_bf16(self, index: int) -> str | None:
+        cc = _capability(index)
+        return None if cc >= (8, 0) else f"this GPU (compute capability {cc[0]}.{cc[1]})"
 
     # -- data ----------------------------------------------------------------------------------
     def _put_data_on_device(self) -> None:
@@ -209,6 +193,7 @@ class TensorFlowBackend:
                 loss = loss * float("nan")
             loss = loss * share
             target = loss * self.loss_scale if self.fp16 else loss
+        self._acc_names = self._acc_names or list(parts)  # at the first trace: the training metrics
         grads = tape.gradient(target, variables)
         grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
         if self.fp16:
@@ -244,8 +229,7 @@ class TensorFlowBackend:
             self.loss_scale.assign(tf.where(apply, tf.where(grow, self.loss_scale * _SCALE_GROWTH, self.loss_scale),
                                             self.loss_scale * _SCALE_BACKOFF))
             self.good_steps.assign(tf.where(tf.logical_and(apply, tf.logical_not(grow)), grown, tf.zeros_like(grown)))
-        for k, v in parts.items():
-            self._acc[k].assign_add(tf.where(ok, v, 0.0))
+        self._acc.assign_add(tf.where(ok, tf.stack([parts[k] for k in self._acc_names]), 0.0))
         self._acc_n.assign_add(tf.cast(ok, tf.int64))
         return ok, loss, norm
 
@@ -258,9 +242,11 @@ class TensorFlowBackend:
                 loss, parts, grads = self._loss_and_grads(idx, seed, 1.0, nan_loss)
                 return self._update(loss, parts, grads, lr, inf_grad)
 
-            self._fns[key] = tf.function(step, jit_compile=bool(self.config.train.compile), reduce_retracing=True,
-                                         input_signature=[tf.TensorSpec([None], tf.int64),
-                                                          tf.TensorSpec([], tf.float32)])
+            fn = tf.function(step, jit_compile=bool(self.config.train.compile), reduce_retracing=True,
+                             input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.float32)])
+            fn.get_concrete_function()  # traced now, so that the sums are sized before it first runs
+            self._size_sums()
+            self._fns[key] = fn
         return self._fns[key]
 
     def _micro_fns(self, nan_loss: bool, inf_grad: bool):
@@ -287,9 +273,6 @@ class TensorFlowBackend:
         nan_loss = inf_grad = False
         if faults:
             nan_loss, inf_grad = bool(faults.nan_loss(step)), bool(faults.inf_grad(step))
-        if self._acc is None:
-            with tf.device(self.tf_device):
-                self._acc = {k: tf.Variable(0.0, dtype=tf.float32, trainable=False) for k in self._metric_names()}
         rng = self.generator.state.numpy() if self.config.train.auto_batch_size else None
         lr_t = tf.constant(lr, dtype=tf.float32)
         try:
@@ -302,7 +285,7 @@ class TensorFlowBackend:
                     micro, update, seeds, _ = self._micro_fns(nan_loss, inf_grad)
                     seed = seeds()
                     total_loss, total_parts, total_grads = None, {}, None
-                    for i, chunk in enumerate(np.array_split(index, self.grad_accum)):
+                    for i, chunk in enumerate(common.micro_batches(index, self.grad_accum)):
                         if faults:
                             faults.check_batch(len(chunk))
                         s = tf.cast(tf.random.experimental.stateless_fold_in(seed, i), tf.int64)
@@ -314,50 +297,58 @@ class TensorFlowBackend:
                             total_loss = total_loss + loss
                             total_parts = {k: total_parts[k] + v for k, v in parts.items()}
                             total_grads = [a + b for a, b in zip(total_grads, grads)]
+                    if self._acc_pending is not None:
+                        self._size_sums()
                     ok, loss, norm = update(total_loss, total_parts, total_grads, lr_t)
         except (tf.errors.ResourceExhaustedError, faults_module.FakeOutOfMemory) as e:
             if rng is not None:
                 self.generator.reset(rng)
-            raise OutOfMemoryStep(step, -(-len(index) // self.grad_accum), str(e).strip().splitlines()[0]) from None
+            raise common.out_of_memory(step, len(index), self.grad_accum, e) from None
         if not bool(ok):  # one device sync per step: the price of never stepping into NaN
             raise NonFiniteStep(step, float(loss), float(norm))
 
-    def _metric_names(self) -> list[str]:
-        return {"classification": ["loss"], "reconstruction": ["loss"], "vae": ["loss", "recon", "kl"],
-                "lm": ["loss"]}[self.task.name]
-
     def synchronize(self) -> None:
-        if self._acc is not None:
+        if self._acc_names is not None:
             self._acc_n.numpy()  # waits for the queued steps that update it
 
-    def pop_train_metrics(self) -> dict[str, float]:
-        if self._acc is None:
-            return {}
+    # -- tensor -> host (primitives of the accumulator and evaluate in common.BackendCore) -------
+    def _size_sums(self) -> None:
+        """Give the sums their length, once the first trace has named the training metrics
+        (carrying sums restored before that)."""
+        if self._acc_pending is not None and self._acc_names is not None:
+            self._acc.assign([self._acc_pending.get(k, 0.0) for k in self._acc_names])
+            self._acc_pending = None
+
+    def _read_train_sums(self) -> tuple[int, dict[str, float], dict[str, str]]:
         n = int(self._acc_n.numpy())
         if not n:
-            return {}
-        out = {k: float(v.numpy()) / n for k, v in self._acc.items()}
-        for v in self._acc.values():
-            v.assign(0.0)
-        self._acc_n.assign(0)
-        return out
+            return 0, {}, {}
+        sums = (dict(self._acc_pending) if self._acc_pending is not None
+                else dict(zip(self._acc_names, self._acc.numpy().tolist())))
+        return n, sums, {k: self._acc.dtype.name for k in sums}
 
-    def train_metrics_state(self) -> dict:
-        n = 0 if self._acc is None else int(self._acc_n.numpy())
-        if not n:
-            return {"count": 0, "sums": {}, "dtypes": {}}
-        return {"count": n, "sums": {k: float(v.numpy()) for k, v in self._acc.items()},
-                "dtypes": {k: "float32" for k in self._acc}}
+    def _write_train_sums(self, count: int, sums: dict[str, float], dtypes: dict[str, str]) -> None:
+        self._acc_n.assign(count)
+        if self._acc_pending is not None:
+            self._acc_pending = dict(sums)
+        else:
+            self._acc.assign([sums.get(k, 0.0) for k in self._acc_names])
 
-    def restore_train_metrics(self, state: dict) -> None:
-        if not state.get("count"):
-            return
-        if self._acc is None:
-            with tf.device(self.tf_device):
-                self._acc = {k: tf.Variable(0.0, dtype=tf.float32, trainable=False) for k in self._metric_names()}
-        for k, v in state["sums"].items():
-            self._acc[k].assign(v)
-        self._acc_n.assign(int(state["count"]))
+    def _to_host(self, rows: list[list]) -> np.ndarray:
+        return tf.stack([tf.stack(row) for row in rows]).numpy().astype(np.float64)
+
+    def _split_length(self, split: str) -> int:
+        return int(self._splits[split][0].shape[0])
+
+    def _eval_scope(self):
+        return tf.device(self.tf_device)
+
+    def _eval_forward(self, split: str, idx: np.ndarray, number: int) -> dict:
+        fns = self.__dict__.setdefault("_eval_fns", {})
+        if split not in fns:
+            fns[split] = self._make_eval(split)
+        seed = tf.constant([self.config.seed, number], tf.int64)  # the VAE's noise: the same every evaluation
+        return fns[split](tf.constant(idx), seed)
 
     def _make_eval(self, split: str):
         def run(idx, seed):
@@ -368,77 +359,37 @@ class TensorFlowBackend:
         return tf.function(run, reduce_retracing=True,
                            input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([2], tf.int64)])
 
-    def evaluate(self, split: str) -> dict[str, float]:
-        x_all, _ = self._splits[split]
-        bs = self.config.data.eval_batch_size or 4 * self.config.data.batch_size
-        n_all = int(x_all.shape[0])
-        if self.task.batches == "windows":
-            starts = np.arange(0, n_all - self._context - 1, self._context, dtype=np.int64)
-        else:
-            starts = np.arange(n_all, dtype=np.int64)
-        fns = self.__dict__.setdefault("_eval_fns", {})
-        if split not in fns:
-            fns[split] = self._make_eval(split)
-        fn = fns[split]
-        results, counts = [], []
-        with tf.device(self.tf_device):
-            for b, i in enumerate(range(0, len(starts), bs)):
-                idx = starts[i:i + bs]
-                seed = tf.constant([self.config.seed, b], tf.int64)  # the VAE's noise: the same every evaluation
-                results.append(fn(tf.constant(idx), seed))
-                counts.append(len(idx))
-        if not results:
-            return {}
-        keys = list(results[0])
-        table = tf.stack([tf.stack([r[k] for k in keys]) for r in results]).numpy().astype(np.float64)  # one sync
-        weights = np.asarray(counts, dtype=np.float64)
-        sums = (table * weights[:, None]).sum(axis=0)
-        metrics = {k: float(v / weights.sum()) for k, v in zip(keys, sums)}
-        return self._finish(metrics)
-
     def num_params(self) -> int:
         return int(sum(np.prod(v.shape) for _, v in self.train_vars))
 
-    def summary(self) -> ModelSummary:
-        probe = 2
-        rows: list[LayerRow] = []
-        act_bytes = [0]
+    def _probe_layers(self, probe: common.LayerProbe) -> None:
         patched = []
-
-        def shape_of(out) -> str:
-            if isinstance(out, (tuple, list)):
-                return ", ".join(shape_of(o) for o in out)
-            dims = list(out.shape)
-            parts = ["B", *map(str, dims[1:])] if dims and dims[0] == probe else list(map(str, dims))
-            return "(" + ", ".join(parts) + ")"
-
         for name, layer in self.model.named_layers.items():
             original = layer.call
 
             def wrapped(*args, __name=name, __layer=layer, __orig=original, **kwargs):
                 out = __orig(*args, **kwargs)
-                own = sum(int(np.prod(v.shape)) for v in __layer.trainable_weights)
-                rows.append(LayerRow(__name, type(__layer).__name__, shape_of(out), own))
-                outs = out if isinstance(out, (tuple, list)) else (out,)
-                act_bytes[0] += sum(int(np.prod(o.shape)) * o.dtype.size for o in outs)
+                probe.record(__name, type(__layer).__name__, out,
+                             sum(int(np.prod(v.shape)) for v in __layer.trainable_weights))
                 return out
 
             layer.call = wrapped
             patched.append((layer, original))
-        idx = tf.range(probe, dtype=tf.int64)
         try:
             with tf.device(self.tf_device):
-                x, _ = self._batch("train", idx)
+                x, _ = self._batch("train", tf.range(common.PROBE, dtype=tf.int64))
                 self.model(x, training=False)
         finally:
             for layer, original in patched:
                 layer.call = original
+
+    @staticmethod
+    def _tensor_facts(x) -> tuple[list[int], int] | None:
+        return (list(x.shape), int(np.prod(x.shape)) * x.dtype.size) if tf.is_tensor(x) else None
+
+    def _param_facts(self) -> tuple[int, int, int]:
         params = self.num_params()
-        param_bytes = int(sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize for _, v in self.named_vars))
-        states = {"adam": 2, "adamw": 2, "sgd": 1 if self.config.train.momentum > 0 else 0}[self.config.train.optimizer]
-        est = param_bytes * (2 + states) + act_bytes[0] * self.config.data.batch_size // probe * 2
-        return ModelSummary(layers=rows, params=params, trainable=params, param_bytes=param_bytes,
-                            est_train_bytes=int(est), device=self.device, precision=_PRECISION_NAMES[self.policy])
+        return params, params, int(sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize for _, v in self.named_vars))
 
     # -- state ---------------------------------------------------------------------------------
     def save_state(self, directory: Path) -> list[str]:
@@ -539,7 +490,7 @@ class TensorFlowBackend:
         build = tf.sysconfig.get_build_info()
         env = {"name": "tensorflow", "tensorflow": tf.__version__, "keras": keras.__version__,
                "cuda": build.get("cuda_version"), "cudnn": build.get("cudnn_version"),
-               "device": self.device, "precision": _PRECISION_NAMES[self.policy],
+               "device": self.device, "precision": self.precision_label,
                "xla": bool(self.config.train.compile), "deterministic": bool(self.config.train.deterministic),
                "threads": {**self.thread_plan.as_dict(), "actual": self.threads,
                            "intra_op": tf.config.threading.get_intra_op_parallelism_threads() or None,
@@ -577,7 +528,7 @@ class TensorFlowBackend:
     def numerics_facts(self) -> dict:
         """What bitwise-exact resume depends on, as JSON: a checkpoint records it, a resume compares."""
         facts = {"backend": "tensorflow", "tensorflow": tf.__version__, "keras": keras.__version__,
-                 "device": self.device, "precision": _PRECISION_NAMES[self.policy],
+                 "device": self.device, "precision": self.precision_label,
                  "deterministic": bool(self.config.train.deterministic), "xla": bool(self.config.train.compile),
                  "threads": _intra_op_threads(), "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
                  **threads_module.host_facts()}

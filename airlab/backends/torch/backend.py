@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +17,10 @@ import safetensors.torch
 import torch
 
 from airlab import registry
-from airlab.backends.base import LayerRow, ModelSummary, NonFiniteStep, OutOfMemoryStep
+from airlab.backends import common
+from airlab.backends.base import NonFiniteStep
 from airlab.backends.torch import losses
-from airlab.errors import CheckpointError, ConfigError, EnvironmentProblem
+from airlab.errors import CheckpointError
 from airlab import faults as faults_module
 from airlab.train import threads as threads_module
 
@@ -34,65 +35,20 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
-def resolve_device(requested: str) -> torch.device:
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise EnvironmentProblem(
-                f"device: {requested} requested but torch {torch.__version__} sees no CUDA device"
-                + (" (this is a CPU-only build)" if torch.version.cuda is None else ""),
-                hint="use device: cpu, or install a CUDA build of torch (see README: CPU or GPU torch)")
-        index = int(requested.split(":")[1]) if ":" in requested else torch.cuda.current_device()
-        if index >= torch.cuda.device_count():
-            raise EnvironmentProblem(f"device: {requested} requested but only {torch.cuda.device_count()} "
-                                     "CUDA device(s) are visible", hint="use cuda:0 or check CUDA_VISIBLE_DEVICES")
-        return torch.device("cuda", index)
-    if requested == "mps":
-        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise EnvironmentProblem("device: mps requested but MPS is not available", hint="use device: cpu")
-        return torch.device("mps")
-    return torch.device("cpu")
+_AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # precision -> autocast dtype
 
 
-def resolve_precision(requested: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32."""
-    if requested == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
-    if requested == "fp32":
-        return None
-    if requested == "bf16":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ConfigError(f"train.precision: bf16 is not supported on {torch.cuda.get_device_name(device)}",
-                              hint="use precision: fp16 or fp32")
-        if device.type == "mps":
-            raise ConfigError("train.precision: bf16 autocast is not supported on mps by this backend",
-                              hint="use precision: fp32")
-        return torch.bfloat16
-    if requested == "fp16":
-        if device.type != "cuda":
-            raise ConfigError(f"train.precision: fp16 needs a CUDA device (this run is on {device.type})",
-                              hint="use precision: bf16 or fp32")
-        return torch.float16
-    raise ConfigError(f"train.precision: unknown precision {requested!r}")
-
-
-class TorchBackend:
+class TorchBackend(common.BackendCore):
     name = "torch"
+    gpu_noun = "CUDA device"
+    no_gpu_hint = "use device: cpu, or install a CUDA build of torch (see README: CPU or GPU torch)"
+    PRECISION_LABELS = {"fp32": "fp32", "bf16": "bfloat16", "fp16": "float16"}  # torch's dtype names
 
     def __init__(self, config, dataset, task, *, training: bool = True):
-        self.config, self.dataset, self.task = config, dataset, task
-        self.spec = config.model
+        super().__init__(config, dataset, task, training=training)
         t = config.train
-        self.torch_device = resolve_device(config.device)
-        self.device = str(self.torch_device)
-        self.amp_dtype = resolve_precision(t.precision, self.torch_device)
+        self.torch_device = torch.device(*self._place())
+        self.amp_dtype = _AMP[self.precision]  # the autocast dtype, or None for fp32
         self._apply_threads(t.threads)
         if t.deterministic:
             if self.torch_device.type == "cuda":
@@ -117,19 +73,39 @@ class TorchBackend:
 
         self._train_loss = losses.TRAIN[task.name]
         self._eval_loss = losses.EVAL[task.name]
-        self._finish = task.finish
-        self._context = getattr(self.spec, "context_length", None)
         self._eval_generator = torch.Generator(device=self.torch_device)
         self._put_data_on_device()
 
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = self._make_optimizer() if training else None
-        self.faults = faults_module.NONE  # the run loop sets the faults of AIRLAB_FAULT
-        self.grad_accum = t.grad_accum  # micro-batches per step; the run loop raises it on OOM
         self.scaler = (torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 and training else None)
         self._lr = None
         self._acc: dict[str, torch.Tensor] = {}
         self._acc_n = 0
+
+    # -- what the framework sees (primitives of common.resolve_device and resolve_precision) -----
+    @staticmethod
+    def _framework() -> str:
+        return f"torch {torch.__version__}"
+
+    @staticmethod
+    def _gpu_count() -> int:
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+    @staticmethod
+    def _default_gpu() -> int:
+        return torch.cuda.current_device()
+
+    @staticmethod
+    def _mps_available() -> bool:
+        return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+    @staticmethod
+    def _cpu_only_build() -> bool:
+        return torch.version.cuda is None
+
+    def _gpu_bf16(self, index: int) -> str | None:
+        return None if torch.cuda.is_bf16_supported() else torch.cuda.get_device_name(index)
 
     # -- data ----------------------------------------------------------------------------------
     def _put_data_on_device(self) -> None:
@@ -184,7 +160,7 @@ class TorchBackend:
         """Loss and gradients of the batch at `index`, in `grad_accum` micro-batches whose losses
         are weighted by their share of the batch (the gradient is the whole batch's mean)."""
         faults, n = self.faults, len(index)
-        chunks = np.array_split(index, self.grad_accum) if self.grad_accum > 1 else [index]
+        chunks = common.micro_batches(index, self.grad_accum)
         loss_total, parts_total = None, {}
         for chunk in chunks:
             if faults:
@@ -224,7 +200,7 @@ class TorchBackend:
                 self._rng_restore(rng)
             if self.torch_device.type == "cuda":
                 torch.cuda.empty_cache()
-            raise OutOfMemoryStep(step, -(-len(index) // self.grad_accum), str(e).splitlines()[0]) from None
+            raise common.out_of_memory(step, len(index), self.grad_accum, e) from None
         clip = self.config.train.grad_clip
         params = self._params
         if self.scaler is not None:
@@ -278,55 +254,37 @@ class TorchBackend:
         if self.torch_device.type == "cuda":
             torch.cuda.synchronize(self.torch_device)
 
-    def pop_train_metrics(self) -> dict[str, float]:
+    # -- tensor -> host (primitives of the accumulator and evaluate in common.BackendCore) -------
+    def _read_train_sums(self) -> tuple[int, dict[str, float], dict[str, str]]:
         if not self._acc_n:
-            return {}
+            return 0, {}, {}
         keys = list(self._acc)
-        values = torch.stack([self._acc[k].float() for k in keys]).cpu().tolist()  # one sync
-        out = {k: v / self._acc_n for k, v in zip(keys, values)}
-        self._acc, self._acc_n = {}, 0
-        return out
+        values = torch.stack([self._acc[k].float() for k in keys]).cpu().tolist()  # one sync; exact for bf16
+        return self._acc_n, dict(zip(keys, values)), {k: str(self._acc[k].dtype).removeprefix("torch.") for k in keys}
 
-    def train_metrics_state(self) -> dict:
-        if not self._acc_n:
-            return {"count": 0, "sums": {}, "dtypes": {}}
-        keys = list(self._acc)
-        values = torch.stack([self._acc[k].double() for k in keys]).cpu().tolist()  # exact for float32/bf16
-        return {"count": self._acc_n, "sums": dict(zip(keys, values)),
-                "dtypes": {k: str(self._acc[k].dtype).removeprefix("torch.") for k in keys}}
+    def _write_train_sums(self, count: int, sums: dict[str, float], dtypes: dict[str, str]) -> None:
+        self._acc = {k: torch.tensor(v, dtype=getattr(torch, dtypes[k]), device=self.torch_device)
+                     for k, v in sums.items()}
+        self._acc_n = count
 
-    def restore_train_metrics(self, state: dict) -> None:
-        self._acc = {k: torch.tensor(v, dtype=getattr(torch, state["dtypes"][k]), device=self.torch_device)
-                     for k, v in state["sums"].items()}
-        self._acc_n = int(state["count"])
+    def _to_host(self, rows: list[list]) -> np.ndarray:
+        return torch.stack([torch.stack(row) for row in rows]).cpu().double().numpy()
 
-    @torch.no_grad()
-    def evaluate(self, split: str) -> dict[str, float]:
-        x_all, _ = self._splits[split]
+    def _split_length(self, split: str) -> int:
+        return int(self._splits[split][0].shape[0])
+
+    @contextmanager
+    def _eval_scope(self):
         self.model.eval()
         self._eval_generator.manual_seed(self.config.seed)
-        bs = self.config.data.eval_batch_size or 4 * self.config.data.batch_size
-        if self.task.batches == "windows":
-            starts = torch.arange(0, x_all.numel() - self._context - 1, self._context, device=self.torch_device)
-        else:
-            starts = torch.arange(x_all.shape[0], device=self.torch_device)
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
-        for i in range(0, starts.numel(), bs):
-            idx = starts[i:i + bs]
-            x, y = self._batch(split, idx)
-            with self._autocast():
-                _, parts = self._eval_loss(self.model, x, y, generator=self._eval_generator, spec=self.spec)
-            n = idx.numel()
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0) + v.detach().float() * n
-            count += n
-        if count == 0:
-            return {}
-        keys = list(sums)
-        values = torch.stack([sums[k] for k in keys]).cpu().tolist()
-        metrics = {k: v / count for k, v in zip(keys, values)}
-        return self._finish(metrics)
+        with torch.no_grad():
+            yield
+
+    def _eval_forward(self, split: str, idx: np.ndarray, number: int) -> dict:
+        x, y = self._batch(split, torch.from_numpy(idx).to(self.torch_device, non_blocking=True))
+        with self._autocast():
+            _, parts = self._eval_loss(self.model, x, y, generator=self._eval_generator, spec=self.spec)
+        return {k: v.detach().float() for k, v in parts.items()}
 
     def num_params(self) -> int:
         seen, total = set(), 0
@@ -337,49 +295,32 @@ class TorchBackend:
         return total
 
     @torch.no_grad()
-    def summary(self) -> ModelSummary:
-        rows: list[LayerRow] = []
-        hooks = []
-
-        def shape_of(out) -> str:
-            if isinstance(out, torch.Tensor):
-                dims = list(out.shape)
-                return "(" + ", ".join(["B", *map(str, dims[1:])] if dims and dims[0] == probe else map(str, dims)) + ")"
-            if isinstance(out, (tuple, list)):
-                return ", ".join(shape_of(o) for o in out)
-            return "-"
-
-        act_bytes = [0]
-        probe = 2  # batch size of the probing forward pass
-
+    def _probe_layers(self, probe: common.LayerProbe) -> None:
         def hook(name):
             def fn(module, inputs, out):
-                own = sum(p.numel() for p in module.parameters(recurse=False))
-                rows.append(LayerRow(name, type(module).__name__, shape_of(out), own))
-                outs = out if isinstance(out, (tuple, list)) else (out,)
-                act_bytes[0] += sum(o.numel() * o.element_size() for o in outs if isinstance(o, torch.Tensor))
+                probe.record(name, type(module).__name__, out, sum(p.numel() for p in module.parameters(recurse=False)))
             return fn
 
+        hooks = []
         for name, module in self.model.named_modules():
             if name and not list(module.children()) or (name and sum(1 for _ in module.parameters(recurse=False))):
                 hooks.append(module.register_forward_hook(hook(name)))
-        idx = torch.arange(probe, device=self.torch_device)
-        x, _ = self._batch("train", idx)
+        x, _ = self._batch("train", torch.arange(common.PROBE, device=self.torch_device))
         self.model.eval()
         try:
             self.model(x)
         finally:
             for h in hooks:
                 h.remove()
-        params = self.num_params()
-        param_bytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in self.model.parameters()}.values())
-        states = {"adam": 2, "adamw": 2, "sgd": 1 if self.config.train.momentum > 0 else 0}[self.config.train.optimizer]
-        est = param_bytes * (2 + states) + act_bytes[0] * self.config.data.batch_size // probe * 2
-        return ModelSummary(layers=rows, params=params,
-                            trainable=sum(p.numel() for p in {id(p): p for p in self.model.parameters()
-                                                              if p.requires_grad}.values()),
-                            param_bytes=param_bytes, est_train_bytes=int(est), device=self.device,
-                            precision=str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32")
+
+    @staticmethod
+    def _tensor_facts(x) -> tuple[list[int], int] | None:
+        return (list(x.shape), x.numel() * x.element_size()) if isinstance(x, torch.Tensor) else None
+
+    def _param_facts(self) -> tuple[int, int, int]:
+        unique = {id(p): p for p in self.model.parameters()}.values()
+        return (self.num_params(), sum(p.numel() for p in unique if p.requires_grad),
+                sum(p.numel() * p.element_size() for p in unique))
 
     # -- state ---------------------------------------------------------------------------------
     def save_state(self, directory: Path) -> list[str]:
@@ -463,6 +404,18 @@ class TorchBackend:
                 t = t.float()
             yield name, t.numpy()
 
+    def weight_aliases(self) -> dict[str, list[str]]:
+        """Layers that use another layer's weight (the Transformer's head, the token embedding's):
+        {owner: [users]}, the owner being the layer that registered the parameter first."""
+        owners: dict[int, str] = {}
+        aliases: dict[str, list[str]] = {}
+        for name, p in self.model.named_parameters(remove_duplicate=False):
+            layer = name.rpartition(".")[0]
+            owner = owners.setdefault(id(p), layer)
+            if owner != layer and layer not in aliases.setdefault(owner, []):
+                aliases[owner].append(layer)
+        return aliases
+
     @torch.no_grad()
     def all_finite(self) -> bool:
         flags = [torch.isfinite(p).all() for p in self.model.parameters() if p.is_floating_point()]
@@ -494,7 +447,7 @@ class TorchBackend:
     def environment(self) -> dict:
         env = {"name": "torch", "torch": torch.__version__, "cuda": torch.version.cuda,
                "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-               "device": self.device, "precision": str(self.amp_dtype or "fp32").replace("torch.", ""),
+               "device": self.device, "precision": self.precision_label,
                "threads": {**self.thread_plan.as_dict(), "actual": torch.get_num_threads(),
                            "interop": torch.get_num_interop_threads()}}
         if self.torch_device.type == "cuda":
@@ -520,7 +473,7 @@ class TorchBackend:
     def numerics_facts(self) -> dict:
         """What bitwise-exact resume depends on, as JSON: a checkpoint records it, a resume compares."""
         facts = {"backend": "torch", "torch": torch.__version__, "device": self.device,
-                 "precision": str(self.amp_dtype or "fp32").replace("torch.", ""),
+                 "precision": self.precision_label,
                  "deterministic": bool(self.config.train.deterministic), "compile": bool(self.config.train.compile),
                  "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                  "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available(),
