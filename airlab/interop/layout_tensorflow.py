@@ -29,21 +29,17 @@ def canonical_name(tf_name: str) -> str:
         raise ConversionError(f"no torch counterpart known for the TensorFlow weight {tf_name!r}") from None
 
 
-def _to_canonical_layout(tf_name: str, array: np.ndarray) -> np.ndarray:
+# the axis order of a rank-4 kernel: TensorFlow's (kh, kw, in, out) <-> canonical (out, in, kh, kw)
+_KERNEL_4D = {"to": (3, 2, 0, 1), "from": (2, 3, 1, 0)}
+
+
+def _relayout(tf_name: str, array: np.ndarray, direction: str) -> np.ndarray:
+    """A TensorFlow weight's array to ("to") or from ("from") the canonical layout: a transpose."""
     var = _split(tf_name)[1]
     if var == "kernel" and array.ndim == 2 or var.startswith("weight_"):
         return np.ascontiguousarray(array.T)
     if var == "kernel" and array.ndim == 4:
-        return np.ascontiguousarray(array.transpose(3, 2, 0, 1))
-    return np.ascontiguousarray(array)
-
-
-def _from_canonical_layout(tf_name: str, array: np.ndarray) -> np.ndarray:
-    var = _split(tf_name)[1]
-    if var == "kernel" and array.ndim == 2 or var.startswith("weight_"):
-        return np.ascontiguousarray(array.T)
-    if var == "kernel" and array.ndim == 4:
-        return np.ascontiguousarray(array.transpose(2, 3, 1, 0))
+        return np.ascontiguousarray(array.transpose(_KERNEL_4D[direction]))
     return np.ascontiguousarray(array)
 
 
@@ -54,7 +50,7 @@ def to_canonical(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         target = canonical_name(name)
         if target in out:
             raise ConversionError(f"two TensorFlow weights map to the torch name {target!r}")
-        out[target] = _to_canonical_layout(name, weights[name])
+        out[target] = _relayout(name, weights[name], "to")
     return out
 
 
@@ -77,7 +73,7 @@ def from_shapes(weights: dict[str, np.ndarray], target_shapes: dict[str, tuple[i
         if found is None:
             missing.append(source)
             continue
-        array = _from_canonical_layout(name, np.asarray(weights[found]))
+        array = _relayout(name, np.asarray(weights[found]), "from")
         if tuple(array.shape) != tuple(shape):
             raise ConversionError(f"{found}: shape {tuple(weights[found].shape)} does not fit {name} "
                                   f"{tuple(shape)} (after the layout change: {tuple(array.shape)})")
