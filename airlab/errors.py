@@ -117,6 +117,11 @@ _ENV_TEXT = (("no space left", 28), ("os error 28", 28), ("storagefull", 28), ("
              ("permission denied", 13), ("os error 13", 13))
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's first line of text (its type's name when it has none), at most `limit` long."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
 def environment_cause(exc: BaseException) -> str | None:
     """Why a write failed, when the cause is the machine (disk full, file size limit, read-only,
     permissions), as a few words; None when the exception says nothing of the kind. Looks at

@@ -23,7 +23,7 @@ from airlab.cli import train as train_cmd
 from airlab.cli import validate as validate_cmd
 from airlab import signals
 from airlab.errors import (EXIT_ENVIRONMENT, EXIT_PIPE, EXIT_SIGINT, EXIT_UNEXPECTED, EXIT_USAGE, AirlabError,
-                           environment_cause)
+                           environment_cause, first_line)
 from airlab.train.progress import silence_closed_output
 
 app = typer.Typer(
@@ -151,7 +151,7 @@ def _run(argv: list[str] | None) -> int:
             raise
         cause = environment_cause(e)
         if cause is not None:  # the machine refused a write: an environment problem, not a bug
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            first = first_line(e, 300)
             return _fail(f"{cause} ({first})", "free disk space, raise the file size limit or fix permissions",
                          EXIT_ENVIRONMENT)
         return _fail(f"unexpected {type(e).__name__}: {e}",

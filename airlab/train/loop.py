@@ -33,7 +33,7 @@ from airlab.data import load_dataset
 from airlab import faults, signals
 from airlab.backends.base import NonFiniteStep, OutOfMemoryStep
 from airlab.errors import (AirlabError, CheckpointError, ConfigError, DataError, EnvironmentProblem, Interrupted,
-                           OutputClosed, TrainingDiverged, UsageError, environment_cause)
+                           OutputClosed, TrainingDiverged, UsageError, environment_cause, first_line)
 from airlab.signals import SignalReceived
 from airlab.tasks import Task, get_task
 from airlab.train import checkpoint as ckpt
@@ -327,7 +327,7 @@ class Trainer:
             cause = environment_cause(e)
             if cause is None:
                 raise
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            first = first_line(e)
             disk = rundir.disk_diagnosis(root)
             raise EnvironmentProblem(
                 f"could not save checkpoint step-{step} in {root}: {cause} ({first})" + (f"; {disk}" if disk else ""),
@@ -539,7 +539,7 @@ class Trainer:
         if isinstance(e, Exception):
             cause = environment_cause(e)
             if cause is not None:
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                first = first_line(e)
                 disk = rundir.disk_diagnosis(self.run_dir)
                 return EnvironmentProblem(
                     f"a write failed in {self.run_dir} at step {state['step']}: {cause} ({first})"
