@@ -71,6 +71,12 @@ class BackendUnavailable(EnvironmentProblem):
     pass
 
 
+class ProcessLost(EnvironmentProblem):
+    """Another process of a run of several stopped answering (it died, or its host or the network
+    did): the collective it was to join failed or timed out. The survivors stop with this error;
+    the newest checkpoint is whole (checkpoints are written between collectives)."""
+
+
 class TrainingDiverged(AirlabError):
     exit_code = EXIT_DIVERGED
 

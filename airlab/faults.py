@@ -12,6 +12,8 @@
                                          evaluation), summary (before summary.json is written)
 
 Several faults are separated by commas. Steps count from 1 (the step that `metrics.jsonl` shows).
+In a run of several processes every process stages them, unless AIRLAB_FAULT_RANK=R names the one
+process (by its rank) that does: a single rank that dies, runs out of memory or meets a NaN.
 Nothing here runs unless the variable is set; a malformed value is a usage error.
 """
 
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from airlab.errors import UsageError
 
 ENV = "AIRLAB_FAULT"
+RANK_ENV = "AIRLAB_FAULT_RANK"
 _ARITY = {"kill_at_step": 1, "kill_in_save": 2, "nan_at_step": 1, "inf_grad_at_step": 1, "oom_at_batch": 1,
           "fail_write_at_save": 1, "signal_at": 2}
 PHASES = ("start", "built", "finish", "summary")
@@ -41,6 +44,14 @@ class Faults:
     @classmethod
     def from_env(cls, value: str | None = None) -> "Faults":
         value = os.environ.get(ENV, "") if value is None else value
+        only = os.environ.get(RANK_ENV, "").strip()
+        if only:
+            from airlab.train.process import env_rank
+
+            if not only.isdigit():
+                raise UsageError(f"{RANK_ENV}: expected a rank (0, 1, ...), got {only!r}")
+            if int(only) != env_rank():
+                value = ""  # another process's faults
         specs: dict[str, tuple[int, ...]] = {}
         for item in filter(None, (part.strip() for part in value.split(","))):
             name, *args = item.split(":")

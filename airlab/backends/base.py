@@ -20,6 +20,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from airlab.faults import Faults
+    from airlab.train.process import Collective, Role
     from airlab.train.threads import ThreadPlan
 
 
@@ -68,9 +69,20 @@ class Backend(Protocol):
     grad_accum: int  # micro-batches per step: train.grad_accum; the run loop doubles it on out-of-memory
     #                  (OutOfMemoryStep) and sets it back from the checkpoint on resume
 
+    process: "Role"  # the process role (airlab.train.process): Local() unless the run loop sets the
+    #                   Group of a run of several processes; evaluation is shared among them and the
+    #                   in-step decisions (out of memory, a non-finite loss) are taken together
+
+    @classmethod
+    def collective(cls, config) -> "Collective | None":
+        """This process's Collective when it is one of several processes of a run (started by
+        torchrun or with TF_CONFIG naming several workers), else None (airlab.train.process.role_for)."""
+
     def __init__(self, config, dataset, task, *, training: bool = True) -> None:
         """Build the model from `config.model` for `dataset` and `task` on `config.device`, and put
-        the data on the device; `training=False` (sampling) builds no optimizer."""
+        the data on the device; `training=False` (sampling) builds no optimizer. In a run of several
+        processes every process builds the same model (the same seed) and computes its share of
+        each batch (`train_step` receives that share)."""
 
     # training
     def train_step(self, index: np.ndarray, lr: float, *, step: int | None = None) -> None:
@@ -110,6 +122,14 @@ class Backend(Protocol):
         `skip` leaves parts out by name ("model", "optimizer", "scaler" and the backend's RNG
         parts, `rng_parts` of its table row): only the reliability tests use it (AIRLAB_RESUME_SKIP),
         to prove that each part matters."""
+
+    def process_state(self) -> dict:
+        """What differs between the processes of a run, as JSON (each process's own random
+        generators and training-metric sums): the run loop gathers every process's into the
+        checkpoint (a run of several processes only)."""
+
+    def restore_process_state(self, state: dict) -> None:
+        """Continue from process_state of this process's rank (a resume at the same world size)."""
 
     def named_weights(self) -> Iterator[tuple[str, np.ndarray]]:
         """Final weights as float arrays by name (for the digest and conversion)."""

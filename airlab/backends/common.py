@@ -34,6 +34,7 @@ import numpy as np
 from airlab import faults as faults_module
 from airlab.backends.base import LayerRow, ModelSummary, OutOfMemoryStep
 from airlab.errors import ConfigError, EnvironmentProblem
+from airlab.train import process as process_module
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 PROBE = 2  # batch size of the summary's probing forward pass
@@ -224,6 +225,9 @@ class BackendCore(ABC):
         self.config, self.dataset, self.task = config, dataset, task
         self.spec = config.model
         self.faults = faults_module.NONE  # the run loop sets the faults of AIRLAB_FAULT
+        # the process role (airlab.train.process): the run loop sets a Group in a run of several
+        # processes; evaluation is then shared among them and the in-step decisions taken together
+        self.process = process_module.Local()
         self.grad_accum = config.train.grad_accum  # micro-batches per step; the run loop raises it on OOM
         self._context = getattr(self.spec, "context_length", None)
 
@@ -264,15 +268,28 @@ class BackendCore(ABC):
 
     # -- evaluation ---------------------------------------------------------------------------
     def evaluate(self, split: str) -> dict[str, float]:
+        """Task metrics over a whole split. In a run of several processes each evaluates the
+        batches whose number is its rank modulo the world size; their per-batch means are then
+        summed into one table (zeros elsewhere: exact) and reduced in batch order, so the figures
+        equal the one-process figures to the last bit."""
         starts = eval_starts(self.task, self._split_length(split), self._context)
         bs = eval_batch_size(self.config.data)
         batches = [starts[i:i + bs] for i in range(0, len(starts), bs)]
+        role = self.process
+        mine = [number for number in range(len(batches)) if number % role.world_size == role.rank]
         with self._eval_scope():
-            outs = [self._eval_forward(split, idx, number) for number, idx in enumerate(batches)]
-        if not outs:
+            outs = [self._eval_forward(split, batches[number], number) for number in mine]
+        if not batches:
             return {}
-        keys = list(outs[0])
-        table = self._to_host([[out[k] for k in keys] for out in outs])  # one device sync
+        if role.world_size == 1:
+            keys = list(outs[0])
+            table = self._to_host([[out[k] for k in keys] for out in outs])  # one device sync
+        else:
+            keys = role.agree(list(outs[0]) if outs else None)  # the main process has batch 0
+            table = np.zeros((len(batches), len(keys)), dtype=np.float64)
+            if outs:
+                table[mine] = self._to_host([[out[k] for k in keys] for out in outs])
+            table = np.asarray(role.sum(table.ravel().tolist()), dtype=np.float64).reshape(table.shape)
         return self.task.finish(weighted_means(keys, table, map(len, batches)))
 
     # -- summary ------------------------------------------------------------------------------

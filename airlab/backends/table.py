@@ -31,6 +31,9 @@ class BackendRow:
     setup_planner: str  # "module:function" (Machine, Compat) -> Choice: the wheel `airlab setup` picks
     doctor: str  # the module of its `airlab doctor` section: its checks (airlab.doctor.checks.registry)
     probe: str  # the script, in airlab/doctor/probes/, that learns the facts those checks judge
+    launcher: str  # "module:function" (nproc, argv, max_restarts=0) -> exit code, or None to go on in
+    #                this process: how `airlab train --nproc N` starts a run of N (torchrun's agent;
+    #                tf.distribute's replicas in one process)
 
     @property
     def package(self) -> str:
@@ -62,7 +65,7 @@ ROWS: tuple[BackendRow, ...] = (
         implementation="airlab.backends.torch.backend:TorchBackend",
         rng_parts=("torch_rng", "scaler"), devices=("cpu", "cuda", "mps"), aliases=("pytorch",),
         setup_planner="airlab.setup.plan:plan_torch", doctor="airlab.doctor.checks.torch",
-        probe="torch_probe.py"),
+        probe="torch_probe.py", launcher="airlab.backends.torch.launch:launch"),
     BackendRow(
         name="tensorflow", display="TensorFlow", module="tensorflow",
         distributions=("tensorflow", "tensorflow-cpu", "tf-nightly", "tensorflow-macos"), extra="tf",
@@ -70,7 +73,7 @@ ROWS: tuple[BackendRow, ...] = (
         implementation="airlab.backends.tensorflow.backend:TensorFlowBackend",
         rng_parts=("tf_rng", "scaler"), devices=("cpu", "cuda"), aliases=("tf",),
         setup_planner="airlab.setup.plan:plan_tensorflow", doctor="airlab.doctor.checks.tensorflow",
-        probe="tf_probe.py"),
+        probe="tf_probe.py", launcher="airlab.backends.tensorflow.launch:launch"),
 )
 
 BACKENDS: tuple[str, ...] = tuple(row.name for row in ROWS)

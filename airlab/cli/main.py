@@ -62,11 +62,26 @@ def _debug() -> bool:
     return os.environ.get("AIRLAB_DEBUG", "") not in ("", "0", "false", "no")
 
 
+def _said_by_main(e: AirlabError) -> bool:
+    """In a run of several processes, an error every process meets alike (the config, the data,
+    a signal, the main process's failure, a lost peer) is printed by the main process only; a
+    process's own environment problem (its GPU, its disk) is printed by that process."""
+    from airlab.errors import EnvironmentProblem, ProcessLost
+    from airlab.train.process import env_rank
+
+    if env_rank() == 0:
+        return False
+    return not isinstance(e, EnvironmentProblem) or isinstance(e, ProcessLost)
+
+
 def _fail(message: str, hint: str | None, code: int, details: list[str] = ()) -> int:
     from airlab.cli.common import err
 
+    from airlab.train.process import env_rank
+
+    rank = env_rank()
     try:
-        err.print(f"error: {message}", highlight=False, markup=False)
+        err.print(f"error: {'' if rank == 0 else f'process {rank}: '}{message}", highlight=False, markup=False)
         if hint:
             err.print(f"hint: {hint}", highlight=False, markup=False)
         for line in details:
@@ -84,9 +99,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     caller records warnings (`warnings.catch_warnings(record=True)`, as pytest does), it still
     receives them."""
     from airlab.cli.common import err
+    from airlab.train.process import env_rank
 
     try:
-        err.print(f"warning: {message}", highlight=False, markup=False)
+        if env_rank() == 0:  # in a run of several processes the main process's warnings stand for all
+            err.print(f"warning: {message}", highlight=False, markup=False)
     except OSError:
         pass
     recorder = getattr(warnings, "_showwarnmsg_impl", None)
@@ -133,6 +150,8 @@ def _run(argv: list[str] | None) -> int:
             import traceback
 
             traceback.print_exc()
+        if _said_by_main(e):
+            return e.exit_code
         return _fail(e.message, e.hint, e.exit_code, e.details)
     except typer.Exit as e:
         return e.exit_code

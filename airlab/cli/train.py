@@ -38,6 +38,44 @@ def _print_dry_run(result) -> None:
     out.print("dry run: nothing trained", highlight=False)
 
 
+def _restarted() -> bool:
+    """Whether torchrun's elastic agent restarted this process's group (--max-restarts)."""
+    import os
+
+    return os.environ.get("TORCHELASTIC_RESTART_COUNT", "0").strip() not in ("", "0")
+
+
+def _without(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """`argv` without the options named (and their values): what each launched process runs."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in options:
+            skip = True
+            continue
+        if any(arg.startswith(o + "=") for o in options):
+            continue
+        out.append(arg)
+    return out
+
+
+def _launch(cfg, nproc: int, max_restarts: int, run_dir: Path | None) -> int | None:
+    """Start the run of `nproc` processes on the config's backend (its table row's launcher);
+    None when the backend runs them in this process (TensorFlow's replicas)."""
+    from airlab.backends import table
+    from airlab.train.loop import check_world_size
+
+    check_world_size(cfg, nproc)  # refused here, once, before any process starts
+    if max_restarts and run_dir is None:
+        raise UsageError("--max-restarts needs --run-dir: a restarted group resumes the run it names",
+                         hint="add --run-dir runs/NAME (a new directory)")
+    argv = _without(list(invocation()), ("--nproc", "--max-restarts"))
+    launch = table.load(table.get(cfg.backend).launcher)
+    return launch(nproc, argv, max_restarts=max_restarts) if max_restarts else launch(nproc, argv)
+
+
 def train(
     config: Path = typer.Argument(None, help="YAML config file (optional with --resume)"),
     overrides: list[str] = typer.Argument(None, help="dotted overrides, e.g. train.epochs=2 model.latent_dim=8"),
@@ -47,6 +85,12 @@ def train(
     allow_config_change: bool = typer.Option(False, "--allow-config-change",
                                              help="with --resume: accept a CONFIG that differs from the run's"),
     dry_run: bool = typer.Option(False, "--dry-run", help="validate, build and summarize the model; train nothing"),
+    nproc: int = typer.Option(None, "--nproc", min=1,
+                              help="train on N local processes (PyTorch: torchrun's launcher, DDP; TensorFlow: "
+                                   "N replicas of MirroredStrategy); data.batch_size stays the global batch"),
+    max_restarts: int = typer.Option(0, "--max-restarts", min=0,
+                                     help="with --nproc on PyTorch: restarts of the whole group after a process "
+                                          "fails; each restart resumes --run-dir from its newest checkpoint"),
 ) -> None:
     """Train a model. The last line printed names the run directory.
 
@@ -63,6 +107,9 @@ def train(
         config = None
     if backend is not None:  # an override labelled as the user typed it, for its error messages
         overrides.append((f"backend={backend}", f"--backend {backend}"))
+    if resume is None and run_dir is not None and _restarted() and (run_dir / "config.yaml").is_file():
+        # the elastic agent restarted the group after a failure (--max-restarts): continue the run
+        resume, run_dir = run_dir, None
     if config is None and resume is None:
         raise UsageError("train needs a CONFIG file (or --resume RUN_DIR)",
                          hint="example: airlab train configs/quickstart.yaml")
@@ -86,9 +133,15 @@ def train(
 
         _print_dry_run(do_dry_run(cfg))
         return
+    if nproc is not None:
+        code = _launch(cfg if cfg is not None else loop.load_run_config(resume), nproc, max_restarts, run_dir)
+        if code is not None:
+            raise typer.Exit(code)
     trainer = loop.Trainer(cfg, run_dir=run_dir, resume=resume, argv=["airlab", *invocation()],
                            reporter=Reporter(out), allow_config_change=allow_config_change)
     result = trainer.run()
+    if not result.is_main:  # the other processes of a run of several print nothing
+        return
     s = result.summary
     final = s["final"]
     parts = [f"{split} " + " ".join(f"{k} {v:.4g}" for k, v in m.items()) for split, m in final.items()]

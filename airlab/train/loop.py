@@ -33,7 +33,7 @@ from airlab.data import load_dataset
 from airlab import faults, signals
 from airlab.backends.base import NonFiniteStep, OutOfMemoryStep
 from airlab.errors import (AirlabError, CheckpointError, ConfigError, DataError, EnvironmentProblem, Interrupted,
-                           OutputClosed, TrainingDiverged, UsageError, environment_cause, first_line)
+                           OutputClosed, ProcessLost, TrainingDiverged, UsageError, environment_cause, first_line)
 from airlab.signals import SignalReceived
 from airlab.tasks import Task, get_task
 from airlab.train import checkpoint as ckpt
@@ -46,6 +46,7 @@ from airlab.train.schedule import lr_function
 class RunResult:
     run_dir: Path
     summary: dict
+    is_main: bool = True  # False in the other processes of a run of several: they print nothing
 
 
 @dataclass
@@ -77,6 +78,26 @@ def make_plan(config, dataset, task: Task) -> Plan:
         examples_per_epoch=examples, batch_size=batch, steps_per_epoch=steps_per_epoch, total_steps=total,
         log_every=min(t.log_every, total), eval_every=t.eval_every or steps_per_epoch,
         checkpoint_every=t.checkpoint_every or steps_per_epoch, context=context)
+
+
+def _share(config, world_size: int) -> int:
+    """Examples of every (global) batch each process computes: data.batch_size is the global
+    batch, split into equal contiguous shares, so the gradient is the one-process gradient."""
+    batch = config.data.batch_size
+    if batch % world_size:
+        raise ConfigError(f"data.batch_size: {batch} does not divide among {world_size} processes (the batch is "
+                          f"the global batch, split equally)",
+                          hint=f"use a multiple of {world_size}, e.g. data.batch_size={batch - batch % world_size or world_size}")
+    share = batch // world_size
+    if config.train.grad_accum > share:
+        raise ConfigError(f"train.grad_accum: {config.train.grad_accum} micro-batches cannot split each process's "
+                          f"share of {share} examples (data.batch_size {batch} over {world_size} processes)")
+    return share
+
+
+def check_world_size(config, world_size: int) -> None:
+    """ConfigError unless `config` can train on `world_size` processes (its batch divides)."""
+    _share(config, world_size)
 
 
 def _check_early_stopping_metric(config, task: Task) -> None:
@@ -245,6 +266,7 @@ class Trainer:
         self.role = role if role is not None else process.role_for(self.backend_cls, config)
         if not self.role.is_main:  # progress and messages from the main process only
             self.reporter = Reporter(quiet=True)
+        self.share = _share(config, self.role.world_size)  # this process's examples of every batch
         self.sinks = sinks.Sinks()  # the run's sinks: built when it starts (the main process's)
         # a new run's directory is claimed (created) when the run starts, under its lock
         self.run_dir: Path | None = self.resume_dir or (Path(run_dir) if run_dir else None)
@@ -268,6 +290,7 @@ class Trainer:
         self.dataset = _load_data(self.config)
         self.backend = self.backend_cls(self.config, self.dataset, self.task)
         self.backend.faults = self.faults
+        self.backend.process = self.role  # shared evaluation and in-step decisions in a run of several
         contended = threads.contention_warning(self.backend.threads, device=str(self.backend.device),
                                                usable=self.backend.thread_plan.cores.usable)
         if contended and self.role.is_main:
@@ -314,6 +337,9 @@ class Trainer:
                 f"non-finite weights at step {state['step']}; not checkpointing them",
                 hint=f"last good checkpoint: {self._last_ckpt or 'none'}; lower train.lr or set train.grad_clip")
         trainer_state = self._trainer_state(state)
+        if self.role.world_size > 1:  # every process's own generators and sums, in rank order
+            ranks = self.role.gather(self.backend.process_state())
+            trainer_state.update(world_size=self.role.world_size, processes=ranks)
         self._last_ckpt = Path(self.role.on_main(self._write_checkpoint, state, trainer_state))
         return self._last_ckpt
 
@@ -332,7 +358,7 @@ class Trainer:
             raise EnvironmentProblem(
                 f"could not save checkpoint step-{step} in {root}: {cause} ({first})" + (f"; {disk}" if disk else ""),
                 hint=f"free disk space, raise the file size limit or fix permissions; the previous checkpoint "
-                     f"({self._last_ckpt or 'none'}) is intact: airlab train --resume {self.run_dir}") from None
+                     f"({self._last_ckpt or 'none'}) is intact: {self._resume_command}") from None
         self._last_ckpt = path
         ckpt.prune(root, self.config.train.keep_checkpoints, protect={path})
         self._set_status("running", state)
@@ -382,10 +408,11 @@ class Trainer:
             self.sinks = sinks.Sinks.build(sinks.names_for(cfg) if self.role.is_main else (),
                                            sinks.Context(run_dir=self.run_dir, config=cfg, reporter=self.reporter))
             try:
+                devices = self.role.gather(self.backend.device)  # every process's device, in rank order
                 if self.resume_from is not None:
                     self._restore(state)
                 else:
-                    self.role.on_main(self._write_environment)
+                    self.role.on_main(self._write_environment, devices)
                 self._start_step = state["step"]
                 self.sinks.open()
                 self._phase = "train"
@@ -416,9 +443,11 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(to_yaml(self.config))
         self._set_status("running", state, started=rundir.now_iso())
 
-    def _write_environment(self) -> None:
-        """Main process: a new run's env.json."""
+    def _write_environment(self, devices: list[str]) -> None:
+        """Main process: a new run's env.json (with the world size and every process's device)."""
         env = rundir.environment(self.backend.environment(), self.argv)
+        env["world_size"] = self.role.world_size
+        env["devices"] = devices
         env["data"] = {"name": self.config.data.name, "unverified": list(self.dataset.unverified)}
         rundir.write_json(self.run_dir / "env.json", env)
 
@@ -447,12 +476,31 @@ class Trainer:
         except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
             raise CheckpointError(f"{where}: cannot restore the trainer state ({type(e).__name__}: {e})",
                                   hint="the checkpoint is damaged: remove it to resume from the one before") from None
-        if not 1 <= state["grad_accum"] <= cfg.data.batch_size:
+        if not 1 <= state["grad_accum"] <= self.share:
             raise CheckpointError(f"{where}: grad_accum {state['grad_accum']} cannot split a batch of "
                                   f"{cfg.data.batch_size}")
         self.backend.grad_accum = state["grad_accum"]
+        self._restore_process(saved, skip)
         self._last_ckpt = self.resume_from
         self.role.on_main(self._write_resume, saved, state["step"])
+
+    def _restore_process(self, saved: dict, skip: set[str]) -> None:
+        """A run of several processes: each takes its own part of the checkpoint (its generators
+        and training-metric sums). Under another world size the parts do not map onto the
+        processes: the data position, the weights, the optimizer and the shared generator carry
+        over; each process's own generator starts from (seed, rank), and the training metrics of
+        the first log line count only the steps since the resume."""
+        world, saved_world = self.role.world_size, int(saved.get("world_size") or 1)
+        parts = saved.get("processes") or []
+        if world == saved_world and world > 1 and len(parts) == world:
+            if not {"counters", "torch_rng", "tf_rng"} & skip:
+                self.backend.restore_process_state(parts[self.role.rank])
+        elif world != saved_world:
+            self.backend.restore_train_metrics({"count": 0, "sums": {}})
+            if self.role.is_main:
+                warnings.warn(f"resuming a run of {saved_world} process(es) with {world}: the data position, weights "
+                              "and optimizer carry over; each process's own random generator and the training "
+                              "metrics since the last log line start afresh", stacklevel=2)
 
     def _write_resume(self, saved: dict, step: int) -> None:
         """Main process: env.json records the resume; the sinks forget what came after the
@@ -488,6 +536,12 @@ class Trainer:
                                      "numerics": now, "changed": changed}]
         rundir.write_json(path, env)
 
+    @property
+    def _resume_command(self) -> str:
+        """How to continue this run (with as many processes: its checkpoint resumes bitwise so)."""
+        world = self.role.world_size
+        return f"airlab train --resume {self.run_dir}" + (f" --nproc {world}" if world > 1 else "")
+
     # -- status.json -------------------------------------------------------------------------------
     def _set_status(self, status: str, state: dict, **fields) -> None:
         self._status.update(fields)
@@ -514,9 +568,12 @@ class Trainer:
 
     def _as_airlab_error(self, e: BaseException, state: dict) -> AirlabError | None:
         """The error the user sees for whatever ended the run; None for a bug (exit 1)."""
+        resume = self._resume_command
+        if isinstance(e, ProcessLost) and e.hint is None:
+            e.hint = (f"the newest checkpoint is {self._last_ckpt or 'none'}; " +
+                      (f"continue with: {resume}" if self._last_ckpt else "start the run again"))
         if isinstance(e, AirlabError):
             return e
-        resume = f"airlab train --resume {self.run_dir}"
         if isinstance(e, (SignalReceived, KeyboardInterrupt)):
             signum = getattr(e, "signum", signal.SIGINT)
             name = signal.Signals(signum).name
@@ -590,7 +647,7 @@ class Trainer:
         if oom:
             if isinstance(failed, OutOfMemoryStep):
                 return failed
-            micro = -(-self.config.data.batch_size // self.backend.grad_accum)
+            micro = -(-self.share // self.backend.grad_accum)  # of this process's share
             return OutOfMemoryStep(step, micro, "on another process")
         if bad:
             return failed if isinstance(failed, NonFiniteStep) else _NonFiniteElsewhere(step)
@@ -600,7 +657,8 @@ class Trainer:
         """A step with a non-finite loss or gradient norm was refused: stop (exit 3), or skip it
         while the budget of `train.max_skipped_steps` lasts."""
         t = self.config.train
-        values = ("a non-finite loss or gradient on another process" if isinstance(bad, _NonFiniteElsewhere) else
+        elsewhere = isinstance(bad, _NonFiniteElsewhere) or getattr(bad, "elsewhere", False)
+        values = ("a non-finite loss or gradient on another process" if elsewhere else
                   f"loss={bad.loss}" + (f", grad_norm={bad.grad_norm}" if bad.grad_norm is not None else ""))
         if t.on_nonfinite == "skip" and state["skipped_steps"] < t.max_skipped_steps:
             state["skipped_steps"] += 1
@@ -629,7 +687,7 @@ class Trainer:
                      "even small micro-batches do not fit: use a smaller model or precision bf16")
         self.backend.grad_accum *= 2
         state["grad_accum"] = self.backend.grad_accum
-        micro = -(-batch // self.backend.grad_accum)
+        micro = -(-self.share // self.backend.grad_accum)  # of each process's share of the batch
         state["micro_batches_tried"] = [*tried, micro]
         self.reporter.message(f"out of memory at step {oom.step} with micro-batch {oom.micro_batch}: retrying "
                               f"with micro-batch {micro} x {self.backend.grad_accum} accumulated (batch {batch})")
@@ -640,6 +698,7 @@ class Trainer:
         n = len(self.dataset.train)
         self.reporter.begin(plan.total_steps, state["step"], f"{cfg.name} [{cfg.model.name}/{cfg.backend}]")
         order, order_epoch = None, -1
+        rank, world = self.role.rank, self.role.world_size
         self._last_val = None
         clock = _Clock(backend.synchronize)
         seen_interval = 0
@@ -649,11 +708,12 @@ class Trainer:
             epoch, pos = divmod(step, plan.steps_per_epoch)
             if epoch != order_epoch:
                 order, order_epoch = task.epoch_indices(n, cfg.seed, epoch, plan.context), epoch
-            index = order[pos * plan.batch_size:(pos + 1) * plan.batch_size]
+            index = order[pos * plan.batch_size:(pos + 1) * plan.batch_size]  # the global batch
+            mine = index[rank * self.share:(rank + 1) * self.share] if world > 1 else index
             lr = self.lr_at(step)
             failed = None
             try:
-                backend.train_step(index, lr, step=step + 1)
+                backend.train_step(mine, lr, step=step + 1)
             except (NonFiniteStep, OutOfMemoryStep) as e:
                 failed = e
             failed = self._shared_step_failure(failed, step + 1)
@@ -670,7 +730,7 @@ class Trainer:
             self.reporter.step(done)
             last = done == plan.total_steps
             if done % plan.log_every == 0 or last:
-                metrics = backend.pop_train_metrics()
+                metrics = self.role.mean(backend.pop_train_metrics())  # over every process's share
                 clock.stop()
                 elapsed = clock.take()
                 state["train_time"] += elapsed
@@ -709,10 +769,10 @@ class Trainer:
             if received:  # before `closed`: a terminal that hangs up sends SIGHUP and closes the output
                 name = signal.Signals(received).name
                 raise Interrupted(received, f"{name} received: stopped after step {done} and saved "
-                                  f"{self._last_ckpt}", hint=f"continue with: airlab train --resume {self.run_dir}")
+                                  f"{self._last_ckpt}", hint=f"continue with: {self._resume_command}")
             if closed:
                 raise OutputClosed(f"the output pipe closed: stopped after step {done} and saved {self._last_ckpt}",
-                                   hint=f"continue with: airlab train --resume {self.run_dir}")
+                                   hint=f"continue with: {self._resume_command}")
             if stop:
                 break
             if not clock.running:
@@ -744,6 +804,7 @@ class Trainer:
             "steps": state["step"],
             "epochs": round(state["step"] / self.plan.steps_per_epoch, 3),
             "samples_seen": state["samples_seen"],
+            "world_size": self.role.world_size,
             "skipped_steps": state["skipped_steps"],
             "grad_accum": state["grad_accum"],
             "micro_batches_tried": state["micro_batches_tried"],
@@ -765,11 +826,11 @@ class Trainer:
         }
         self.faults.at("summary")
         self.role.on_main(rundir.write_json, self.run_dir / "summary.json", summary)
-        return RunResult(self.run_dir, summary)
+        return RunResult(self.run_dir, summary, is_main=self.role.is_main)
 
 
 def train(config, **kwargs) -> RunResult:
     return Trainer(config, **kwargs).run()
 
 
-__all__ = ["RunResult", "Trainer", "make_plan", "train"]
+__all__ = ["RunResult", "Trainer", "check_world_size", "make_plan", "train"]

@@ -46,6 +46,9 @@ class Collective(Protocol):
     def broadcast(self, data: bytes) -> bytes:
         """The main process's `data` on every process (what the others pass is ignored)."""
 
+    def gather(self, data: bytes) -> list[bytes] | None:
+        """Every process's `data`, in rank order, on the main process; None on the others."""
+
 
 class Local:
     """The role of a run of one process: rank 0 of 1, the main process; every decision is its own."""
@@ -60,8 +63,17 @@ class Local:
     def max(self, values: Sequence[float]) -> list[float]:
         return list(values)
 
+    def sum(self, values: Sequence[float]) -> list[float]:
+        return list(values)
+
+    def mean(self, metrics: dict[str, float]) -> dict[str, float]:
+        return dict(metrics)
+
     def agree(self, value: Any) -> Any:
         return value
+
+    def gather(self, value: Any) -> list[Any]:
+        return [value]
 
     def barrier(self) -> None:
         pass
@@ -96,10 +108,26 @@ class Group:
         """The element-wise maximum over every process: several flags or codes in one collective."""
         return list(self.collective.all_reduce([float(v) for v in values], "max"))
 
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """The element-wise sum over every process (float64: exact for float32 values and zeros)."""
+        return list(self.collective.all_reduce([float(v) for v in values], "sum"))
+
+    def mean(self, metrics: dict[str, float]) -> dict[str, float]:
+        """The mean over every process of each metric (every process has the same keys): each
+        process's mean over an equal share of the batches is the mean over the whole batches."""
+        keys = sorted(metrics)
+        totals = self.sum([metrics[k] for k in keys])
+        return {k: v / self.world_size for k, v in zip(keys, totals)}
+
     def agree(self, value: Any) -> Any:
         """The main process's `value` (JSON data: None, numbers, strings, lists, dicts) on every process."""
         data = json.dumps(value).encode("utf-8") if self.is_main else b""
         return json.loads(self.collective.broadcast(data).decode("utf-8"))
+
+    def gather(self, value: Any) -> list[Any] | None:
+        """Every process's `value` (JSON data), in rank order, on the main process; None elsewhere."""
+        parts = self.collective.gather(json.dumps(value).encode("utf-8"))
+        return None if parts is None else [json.loads(p.decode("utf-8")) for p in parts]
 
     def barrier(self) -> None:
         self.collective.all_reduce([0.0], "sum")
@@ -142,6 +170,29 @@ def _failure(e: BaseException) -> dict:
     return {"ok": False, "message": first, "hint": hint, "exit_code": code}
 
 
+def env_rank() -> int:
+    """This process's rank as its launcher's variables give it, before any process group exists:
+    RANK (torchrun, srun torchrun, Kubeflow, Ray) or TF_CONFIG's task index (tf.distribute); 0 when
+    none is set. The CLI uses it to print an error every process hits alike only once."""
+    import os
+
+    raw = os.environ.get("RANK")
+    if raw is not None and raw.strip().isdigit():
+        return int(raw)
+    tf_config = os.environ.get("TF_CONFIG")
+    if tf_config:
+        try:
+            parsed = json.loads(tf_config)
+            task = parsed.get("task") or {}
+            index = int(task.get("index", 0))
+        except (ValueError, TypeError, AttributeError):
+            return 0
+        if task.get("type") == "chief":
+            return 0
+        return index + (1 if "chief" in (parsed.get("cluster") or {}) else 0)
+    return 0
+
+
 def role_for(backend_cls, config) -> Local | Group:
     """The role of this process in a run of `config` on `backend_cls`: a Group when the backend
     finds this process is one of several (its `collective(config)` returns a Collective of more
@@ -153,4 +204,4 @@ def role_for(backend_cls, config) -> Local | Group:
     return Group(collective)
 
 
-__all__ = ["Collective", "Group", "Local", "MAIN", "MainFailed", "Role", "role_for"]
+__all__ = ["Collective", "Group", "Local", "MAIN", "MainFailed", "Role", "env_rank", "role_for"]

@@ -19,7 +19,7 @@ import torch
 from airlab import registry
 from airlab.backends import common
 from airlab.backends.base import NonFiniteStep
-from airlab.backends.torch import losses
+from airlab.backends.torch import distributed, losses, shard
 from airlab.errors import CheckpointError
 from airlab import faults as faults_module
 from airlab.train import threads as threads_module
@@ -63,6 +63,8 @@ class TorchBackend(common.BackendCore):
         torch.manual_seed(config.seed)  # python and numpy are seeded by the run loop
         build = registry.builder(self.spec.name, "torch")
         self.model = build(self.spec, dataset.info).to(self.torch_device)
+        self.rank, self.world = distributed.rank_world()
+        self._shared_generator = self._share_randomness() if self.world > 1 else None
         self.channels_last = self.torch_device.type == "cuda" and any(
             isinstance(m, torch.nn.Conv2d) for m in self.model.modules())
         if self.channels_last:
@@ -79,9 +81,75 @@ class TorchBackend(common.BackendCore):
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = self._make_optimizer() if training else None
         self.scaler = (torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 and training else None)
+        self._ddp = self._wrap_ddp() if self.world > 1 and training else None
         self._lr = None
         self._acc: dict[str, torch.Tensor] = {}
         self._acc_n = 0
+
+    # -- several processes (DistributedDataParallel) -------------------------------------------
+    @classmethod
+    def collective(cls, config):
+        """This process's collective in a run of several (torchrun's variables, or a process group
+        that exists already), else None (airlab.train.process.role_for)."""
+        return distributed.join(config)
+
+    def _share_randomness(self) -> torch.Generator:
+        """A run of several processes: the generator of the draws keyed to the global sample
+        position (dropout masks, the VAE's noise; airlab/backends/torch/shard.py) starts, in every
+        process, where the default generator stands after the model's initialisation (the same
+        everywhere); each process's default generator, which fused kernels draw from, is then
+        seeded from (seed, rank) (rank 0 keeps the one-process stream)."""
+        shared = torch.Generator(device=self.torch_device)
+        shared.set_state(self._default_generator_state())
+        if self.rank:
+            torch.manual_seed(rank_seed(self.config.seed, self.rank))
+        shard.configure(self.rank, self.world, shared)
+        return shared
+
+    def _default_generator_state(self) -> torch.Tensor:
+        if self.torch_device.type == "cuda":
+            return torch.cuda.get_rng_state(self.torch_device)
+        return torch.get_rng_state()
+
+    def _wrap_ddp(self):
+        """DistributedDataParallel around the training loss (the model's forward and the task's
+        loss, so that the VAE's encode/decode also run under it): gradients are averaged over the
+        processes during the last micro-batch's backward pass, overlapped with it.
+
+        Its forward passes are kept free of collectives, so that the processes can agree on an
+        out-of-memory or a non-finite loss between the last forward and the last backward pass
+        (_forward_backward_ddp): buffers are not broadcast before each forward (BatchNorm's
+        running statistics are the main process's where they matter: evaluation and checkpoints,
+        _sync_buffers), and DDP's one-time rebuild of its gradient buckets, a broadcast in the
+        second forward pass, is done here, on a warm-up that leaves weights, gradients and random
+        generators as they were."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.torch_device.index] if self.torch_device.type == "cuda" else None
+        # a gradient of a size-1 dimension (a 1-channel convolution's) may carry another stride than
+        # its bucket: torch says so on every process; it changes no number
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        import inspect
+
+        # no buffer broadcast before each forward (newer torch names the option forward_sync_buffers)
+        quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
+                 inspect.signature(DistributedDataParallel.__init__).parameters else {"broadcast_buffers": False})
+        ddp = DistributedDataParallel(_TrainLoss(self.forward_model, self._train_loss, self.spec), device_ids=ids,
+                                      **quiet)
+        rng = self._rng_snapshot()
+        x, y = self._batch("train", torch.zeros(1, dtype=torch.long, device=self.torch_device))
+        self.model.eval()
+        try:
+            with self._autocast():
+                loss, _ = ddp(x, y)  # the first synchronised pass records the order of the gradients
+            (loss * 0).backward()
+            with ddp.no_sync(), self._autocast():
+                ddp(x, y)  # the next forward rebuilds the buckets in that order (a broadcast)
+        finally:
+            self.model.train()
+            self.optimizer.zero_grad(set_to_none=True)
+            self._rng_restore(rng)
+        return ddp
 
     # -- what the framework sees (primitives of common.resolve_device and resolve_precision) -----
     @staticmethod
@@ -180,6 +248,60 @@ class TorchBackend(common.BackendCore):
                 parts_total[k] = parts_total[k] + v if k in parts_total else v
         return loss_total, parts_total
 
+    def _forward_backward_ddp(self, index: np.ndarray, step: int | None):
+        """_forward_backward in a run of several processes. Every forward pass, and the backward
+        pass of every micro-batch but the last, runs without synchronising (DDP's no_sync: the
+        gradients accumulate locally). Before the last backward pass, which averages them over the
+        processes (DDP's bucketed all-reduce, overlapped with that pass), the processes agree on
+        whether any of them ran out of memory or found a non-finite loss: then none of them runs
+        it, so no process waits in the gradient all-reduce for one that stopped. (An out-of-memory
+        inside that last backward pass is the exception: the others wait for the collective
+        timeout, AIRLAB_DIST_TIMEOUT, and the run ends with exit 4.)"""
+        faults, n = self.faults, len(index)
+        chunks = common.micro_batches(index, self.grad_accum)
+        loss_total, parts_total, oom = None, {}, None
+        last = None
+        for i, chunk in enumerate(chunks):
+            final = i == len(chunks) - 1
+            try:
+                if faults:
+                    faults.check_batch(len(chunk))
+                idx = torch.from_numpy(chunk).to(self.torch_device, non_blocking=True)
+                x, y = self._batch("train", idx)
+                with self._ddp.no_sync():
+                    with self._autocast():
+                        loss, parts = self._ddp(x, y)
+                    if faults and faults.nan_loss(step):
+                        loss = loss * float("nan")
+                    share = len(chunk) / n
+                    scaled = loss * share if len(chunks) > 1 else loss
+                    if final:
+                        last = scaled
+                    else:
+                        (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            except (torch.OutOfMemoryError, faults_module.FakeOutOfMemory) as e:
+                oom = e
+                break
+            loss_total = scaled.detach() if loss_total is None else loss_total + scaled.detach()
+            for k, v in parts.items():
+                v = v.detach() * share if len(chunks) > 1 else v.detach()
+                parts_total[k] = parts_total[k] + v if k in parts_total else v
+        bad_loss = oom is None and not bool(torch.isfinite(loss_total))
+        any_oom, any_bad = self.process.max([oom is not None, bad_loss])
+        if any_oom:
+            raise oom if oom is not None else faults_module.FakeOutOfMemory("out of memory on another process")
+        if any_bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            bad = NonFiniteStep(step, float(loss_total), None)
+            bad.elsewhere = not bad_loss  # this process's loss was finite: another process's was not
+            raise bad
+        # what DDP's forward does when it synchronises (its _post_forward), now that all agree: the
+        # reducer expects this backward pass and all-reduces the gradient buckets as they fill
+        self._ddp.require_forward_param_sync = True
+        self._ddp.reducer.prepare_for_backward([])
+        (self.scaler.scale(last) if self.scaler is not None else last).backward()  # averages the gradients
+        return loss_total, parts_total
+
     def train_step(self, index: np.ndarray, lr: float, *, step: int | None = None) -> None:
         """One optimizer step. The loss and the gradient norm are checked before the weights
         move: a non-finite one raises NonFiniteStep and the step is not taken. Running out of
@@ -193,7 +315,7 @@ class TorchBackend(common.BackendCore):
             self.model.train()
         rng = self._rng_snapshot() if self.config.train.auto_batch_size else None
         try:
-            loss, parts = self._forward_backward(index, step)
+            loss, parts = (self._forward_backward_ddp if self._ddp is not None else self._forward_backward)(index, step)
         except (torch.OutOfMemoryError, faults_module.FakeOutOfMemory) as e:
             opt.zero_grad(set_to_none=True)
             if rng is not None:
@@ -241,14 +363,16 @@ class TorchBackend(common.BackendCore):
 
     def _rng_snapshot(self):
         cuda = torch.cuda.get_rng_state_all() if self.torch_device.type == "cuda" else None
-        return torch.get_rng_state(), cuda
+        shared = self._shared_generator.get_state() if self._shared_generator is not None else None
+        return torch.get_rng_state(), cuda, shared
 
-    @staticmethod
-    def _rng_restore(snapshot) -> None:
-        cpu, cuda = snapshot
+    def _rng_restore(self, snapshot) -> None:
+        cpu, cuda, shared = snapshot
         torch.set_rng_state(cpu)
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
+        if shared is not None:
+            self._shared_generator.set_state(shared)
 
     def synchronize(self) -> None:
         if self.torch_device.type == "cuda":
@@ -267,6 +391,18 @@ class TorchBackend(common.BackendCore):
                      for k, v in sums.items()}
         self._acc_n = count
 
+    def _sync_buffers(self) -> None:
+        """A run of several processes: BatchNorm's running statistics as the main process has them
+        (DDP broadcasts them before each forward pass; each process then updates its own copy with
+        its share of the batch), so evaluation and the saved weights are the same everywhere."""
+        if self._ddp is None:
+            return
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for b in self.model.buffers():
+                dist.broadcast(b, 0)
+
     def _to_host(self, rows: list[list]) -> np.ndarray:
         return torch.stack([torch.stack(row) for row in rows]).cpu().double().numpy()
 
@@ -275,6 +411,7 @@ class TorchBackend(common.BackendCore):
 
     @contextmanager
     def _eval_scope(self):
+        self._sync_buffers()
         self.model.eval()
         self._eval_generator.manual_seed(self.config.seed)
         with torch.no_grad():
@@ -282,6 +419,8 @@ class TorchBackend(common.BackendCore):
 
     def _eval_forward(self, split: str, idx: np.ndarray, number: int) -> dict:
         x, y = self._batch(split, torch.from_numpy(idx).to(self.torch_device, non_blocking=True))
+        # the VAE's noise: a function of the batch's number, so any process can evaluate any batch
+        self._eval_generator.manual_seed(rank_seed(self.config.seed, number))
         with self._autocast():
             _, parts = self._eval_loss(self.model, x, y, generator=self._eval_generator, spec=self.spec)
         return {k: v.detach().float() for k, v in parts.items()}
@@ -324,6 +463,8 @@ class TorchBackend(common.BackendCore):
 
     # -- state ---------------------------------------------------------------------------------
     def save_state(self, directory: Path) -> list[str]:
+        """The model, optimizer, RNG (the main process's, and the generator every process shares in
+        a run of several: each process's own generators travel in process_state) and scaler."""
         files = [MODEL_FILE]
         safetensors.torch.save_model(self.model, str(directory / MODEL_FILE))
         if self.optimizer is not None:
@@ -333,6 +474,8 @@ class TorchBackend(common.BackendCore):
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             for i, state in enumerate(torch.cuda.get_rng_state_all()):
                 rng[f"torch_cuda_{i}"] = state
+        if self._shared_generator is not None:
+            rng["torch_shared"] = self._shared_generator.get_state()
         safetensors.torch.save_file(rng, str(directory / RNG_FILE))
         files.append(RNG_FILE)
         if self.scaler is not None:
@@ -378,6 +521,13 @@ class TorchBackend(common.BackendCore):
                 cuda_states = [rng[k] for k in sorted(k for k in rng if k.startswith("torch_cuda_"))]
                 if cuda_states and torch.cuda.is_available():
                     torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
+                if self._shared_generator is not None:
+                    # a checkpoint of one process: the shared draws continue its default stream
+                    shared = rng.get("torch_shared")
+                    if shared is None:
+                        shared = (cuda_states[self.torch_device.index] if self.torch_device.type == "cuda"
+                                  else rng["torch_cpu"])
+                    self._shared_generator.set_state(shared)
             except Exception as e:  # not a safetensors file, no CPU state, or a state of the wrong size
                 raise CheckpointError(f"{directory / RNG_FILE}: cannot restore the random generator: "
                                       f"{_first_line(e)}", hint="the checkpoint is damaged: remove it to resume "
@@ -388,6 +538,29 @@ class TorchBackend(common.BackendCore):
             except (OSError, ValueError, TypeError, KeyError) as e:
                 raise CheckpointError(f"{directory / SCALER_FILE}: cannot restore the grad scaler: "
                                       f"{_first_line(e)}") from None
+
+    def process_state(self) -> dict:
+        """What differs between the processes of a run, as JSON for the checkpoint: this process's
+        default generators (fused kernels draw from them) and its training-metric sums."""
+        import base64
+
+        rng = {"torch_cpu": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode("ascii")}
+        if self.torch_device.type == "cuda":
+            rng["torch_cuda"] = base64.b64encode(
+                torch.cuda.get_rng_state(self.torch_device).numpy().tobytes()).decode("ascii")
+        return {"rank": self.rank, "rng": rng, "train_metrics": self.train_metrics_state()}
+
+    def restore_process_state(self, state: dict) -> None:
+        """Continue this process's own part of a checkpoint (process_state of the same rank)."""
+        import base64
+
+        def tensor(text: str) -> torch.Tensor:
+            return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8).clone()
+
+        torch.set_rng_state(tensor(state["rng"]["torch_cpu"]))
+        if self.torch_device.type == "cuda" and "torch_cuda" in state["rng"]:
+            torch.cuda.set_rng_state(tensor(state["rng"]["torch_cuda"]), self.torch_device)
+        self.restore_train_metrics(state["train_metrics"])
 
     def named_weights(self):
         """The weights as stored in model.safetensors: a tied tensor once, under the name that
@@ -450,6 +623,12 @@ class TorchBackend(common.BackendCore):
                "device": self.device, "precision": self.precision_label,
                "threads": {**self.thread_plan.as_dict(), "actual": torch.get_num_threads(),
                            "interop": torch.get_num_interop_threads()}}
+        if self.world > 1:
+            import torch.distributed as dist
+
+            env["distributed"] = {"world_size": self.world, "rank": self.rank,
+                                  "backend": str(dist.get_backend()), "engine": "torch.distributed (DDP)",
+                                  "local_rank": distributed.local_rank()}
         if self.torch_device.type == "cuda":
             props = torch.cuda.get_device_properties(self.torch_device)
             env["gpu"] = {"name": props.name, "capability": f"{props.major}.{props.minor}",
@@ -478,11 +657,34 @@ class TorchBackend(common.BackendCore):
                  "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                  "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available(),
                  "parallel": _parallel_backend(), **threads_module.host_facts()}
+        if self.world > 1:  # a resume under another world size is noticed as a change of numerics
+            facts["world_size"] = self.world
         if self.torch_device.type == "cuda":
             facts.update({"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
                           "gpu": torch.cuda.get_device_name(self.torch_device),
                           "tf32": bool(torch.backends.cuda.matmul.allow_tf32)})
         return facts
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of process `rank`'s default generator in a run of several (rank 0: `seed`)."""
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank, 0xD15]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class _TrainLoss(torch.nn.Module):
+    """The model and its task's training loss as one module, for DistributedDataParallel:
+    (x, y) -> (loss, {metric: tensor})."""
+
+    def __init__(self, model, loss_fn, spec):
+        super().__init__()
+        self.model = model
+        self._loss_fn = loss_fn
+        self._spec = spec
+
+    def forward(self, x, y):
+        return self._loss_fn(self.model, x, y, spec=self._spec)
 
 
 def _parallel_backend() -> str | None:

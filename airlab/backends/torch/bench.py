@@ -256,6 +256,72 @@ class TorchBench:
                 "per_rank_seconds": {devices[r]: statistics.median(s) for r, s in sorted(by_rank.items())}}
 
 
+    # -- the processes of a run ----------------------------------------------------------------
+    def process_group_allreduce(self, device_kind: str, sizes: list[int], *, warmup: int, repeats: int,
+                                inners: list[int], seed: int = 0) -> dict:
+        """Sum all-reduces of fp32 messages of each size over the process group of this run
+        (joined from the launcher's variables, or the one that exists: gloo on the CPU, NCCL on
+        this local rank's GPU). Every rank times its own calls: warm-up, then `repeats` timed
+        windows of `inners[i]` calls, each window after a barrier (on the CPU group, so the GPU
+        stream is idle when a window starts; CUDA events time it on a GPU, the host clock on the
+        CPU). Every rank must pass the same arguments.
+
+        Returns {'rank', 'world_size', 'backend', 'device', 'seconds'}: seconds[rank][size][repeat]
+        per all-reduce, gathered on rank 0 (None on the other ranks). The message is all-reduced
+        in place, so its values grow n-fold per call until they saturate at +-inf: harmless for
+        the timing (infinities cost what finite values do; values only grow, never subnormal)."""
+        import types
+
+        import torch.distributed as dist
+
+        from airlab.backends.torch import distributed
+        from airlab.errors import EnvironmentProblem
+
+        existed = dist.is_available() and dist.is_initialized()  # a group someone else made stays theirs
+        collective = distributed.join(types.SimpleNamespace(device="cuda" if device_kind == "gpu" else "cpu"))
+        if collective is None:
+            raise EnvironmentProblem("the all-reduce bench needs several processes, and this is the only one",
+                                     hint="start it with airlab bench --nproc N (or torchrun)")
+        cuda = collective.backend == "nccl"
+        device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
+        times = torch.zeros(len(sizes), repeats, dtype=torch.float64)
+        try:
+            for i, (nbytes, inner) in enumerate(zip(sizes, inners)):
+                gen = torch.Generator(device=device).manual_seed(seed + collective.rank)
+                x = torch.randn(max(1, nbytes // 4), device=device, generator=gen)
+                for _ in range(max(1, warmup)):
+                    dist.all_reduce(x)
+                if cuda:
+                    torch.cuda.synchronize(device)
+                for j in range(repeats):
+                    dist.barrier(group=collective.group)
+                    if cuda:
+                        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                        a.record()
+                        for _ in range(inner):
+                            dist.all_reduce(x)
+                        b.record()
+                        torch.cuda.synchronize(device)
+                        seconds = a.elapsed_time(b) / 1e3
+                    else:
+                        t0 = time.perf_counter()
+                        for _ in range(inner):
+                            dist.all_reduce(x)
+                        seconds = time.perf_counter() - t0
+                    times[i, j] = seconds / inner
+                del x
+            parts = [torch.empty_like(times) for _ in range(collective.world_size)]
+            dist.all_gather(parts, times, group=collective.group)
+            dist.barrier(group=collective.group)
+        except (RuntimeError, dist.DistError) as e:
+            raise distributed.lost(e, "the all-reduce bench") from None
+        if not existed:
+            dist.destroy_process_group()
+        return {"rank": collective.rank, "world_size": collective.world_size, "backend": collective.backend,
+                "device": str(device) if cuda else "cpu",
+                "seconds": [p.tolist() for p in parts] if collective.rank == 0 else None}
+
+
 def _allreduce_rank(rank, indices, init, nbytes, warmup, repeats, queue) -> None:
     import torch.distributed as dist
 

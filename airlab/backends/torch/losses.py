@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from airlab.backends.torch import shard
+
 
 def classification(model, x, y, *, generator=None, spec=None):
     logits = model(x)  # (B, classes)
@@ -45,7 +47,7 @@ def vae(model, x, y, *, generator=None, spec=None):
     """Negative ELBO per sample in nats: BCE summed over pixels + beta * KL(q(z|x) || N(0, I))."""
     mu, logvar = model.encode(x)  # (B, L), (B, L)
     mu, logvar = mu.float(), logvar.float()
-    eps = torch.randn(mu.shape, device=mu.device, generator=generator)
+    eps = shard.randn(mu.shape, device=mu.device, generator=generator)  # keyed to the global sample
     z = mu + eps * torch.exp(0.5 * logvar)  # reparameterization
     logits = model.decode(z).float()  # (B, C, H, W)
     recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1).mean()

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from airlab.backends.torch.models import activation
+from airlab.backends.torch.shard import Dropout
 from airlab.specs.base import DataInfo
 from airlab.specs.cnn import CNNSpec
 
@@ -29,14 +30,14 @@ class CNN(nn.Module):
             if i in spec.pool_after:
                 layers.append(nn.MaxPool2d(2))
             c_in = c
-        layers.append(nn.Dropout(spec.conv_dropout))
+        layers.append(Dropout(spec.conv_dropout))
         self.features = nn.Sequential(*layers)
 
         c, h, w = spec.feature_shape(info)
         head: list[nn.Module] = []
         n_in = c * h * w
         for width in spec.dense:
-            head += [nn.Linear(n_in, width), activation(spec.activation), nn.Dropout(spec.dropout)]
+            head += [nn.Linear(n_in, width), activation(spec.activation), Dropout(spec.dropout)]
             n_in = width
         head.append(nn.Linear(n_in, info.num_classes))
         self.head = nn.Sequential(*head)

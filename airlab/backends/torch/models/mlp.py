@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from airlab.backends.torch.models import activation
+from airlab.backends.torch.shard import Dropout
 from airlab.specs.base import DataInfo
 from airlab.specs.mlp import MLPSpec
 
@@ -21,7 +22,7 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         n_in = in_features
         for width in spec.hidden:
-            layers += [nn.Linear(n_in, width), activation(spec.activation), nn.Dropout(spec.dropout)]
+            layers += [nn.Linear(n_in, width), activation(spec.activation), Dropout(spec.dropout)]
             n_in = width
         self.hidden = nn.Sequential(*layers)
         self.head = nn.Linear(n_in, num_classes)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from airlab.backends.torch.shard import Dropout
 from airlab.specs.base import DataInfo
 from airlab.specs.transformer import TransformerSpec
 
@@ -24,7 +25,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = spec.dropout
         self.c_attn = nn.Linear(spec.n_embd, 3 * spec.n_embd, bias=spec.bias)  # q, k, v for all heads at once
         self.c_proj = nn.Linear(spec.n_embd, spec.n_embd, bias=spec.bias)  # residual output projection
-        self.resid_dropout = nn.Dropout(spec.dropout)
+        self.resid_dropout = Dropout(spec.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -45,7 +46,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(spec.n_embd, spec.mlp_ratio * spec.n_embd, bias=spec.bias)
         self.gelu = nn.GELU()
         self.c_proj = nn.Linear(spec.mlp_ratio * spec.n_embd, spec.n_embd, bias=spec.bias)  # residual output projection
-        self.dropout = nn.Dropout(spec.dropout)
+        self.dropout = Dropout(spec.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.gelu(self.c_fc(x))  # (B, T, ratio*C)
@@ -75,7 +76,7 @@ class GPT(nn.Module):
             dict(
                 wte=nn.Embedding(vocab_size, spec.n_embd),
                 wpe=nn.Embedding(spec.context_length, spec.n_embd),
-                drop=nn.Dropout(spec.dropout),
+                drop=Dropout(spec.dropout),
                 h=nn.ModuleList([Block(spec) for _ in range(spec.n_layer)]),
                 ln_f=nn.LayerNorm(spec.n_embd, bias=spec.bias),
             )

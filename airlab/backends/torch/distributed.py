@@ -1,0 +1,182 @@
+"""PyTorch across processes: torch.distributed, started by torchrun (or `airlab train --nproc N`,
+which starts torchrun's own launcher), by `srun torchrun`, a Kubeflow TrainJob or Ray Train.
+
+A process is one of several when the launcher's standard variables say so (RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR, MASTER_PORT), or when a process group already exists (Ray Train creates
+one before it calls the training function): then it joins that group (or uses the existing one
+as is) with gloo on CPU and nccl on CUDA, one device per local rank.
+
+The run loop's shared decisions (airlab.train.process) travel over a gloo group as float64
+tensors on the CPU, also when the gradients travel over nccl: they are a few numbers, and gloo
+gives every collective a timeout, so a process that dies or hangs ends the others' waits with
+`ProcessLost` instead of a hang. Nothing is pickled: bytes travel as uint8 tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+
+from airlab.errors import ConfigError, EnvironmentProblem, ProcessLost
+
+TIMEOUT_ENV = "AIRLAB_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 300  # how long a collective waits for a process that does not answer
+_LAUNCH_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+
+
+def timeout_s() -> float:
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds") from None
+    if not value > 0:
+        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+def _env_int(name: str) -> int | None:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise EnvironmentProblem(f"{name}={raw!r}: expected an integer (set by the launcher, e.g. torchrun)") from None
+
+
+def launched_world_size() -> int:
+    """The world size the launcher's variables name (1 when none do)."""
+    return _env_int("WORLD_SIZE") or 1
+
+
+def local_rank() -> int:
+    return _env_int("LOCAL_RANK") or 0
+
+
+def _wants_cuda(config) -> bool:
+    device = str(config.device)
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
+def join(config) -> "TorchCollective | None":
+    """This process's collective when it is one of several processes of a run, else None.
+    Joins the launcher's process group (env:// rendezvous) unless one exists already."""
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() == 1:
+            return None
+        return TorchCollective.over(dist.group.WORLD)
+    world = launched_world_size()
+    if world <= 1:
+        return None
+    missing = [v for v in _LAUNCH_VARS if not os.environ.get(v)]
+    if missing:
+        raise EnvironmentProblem(f"WORLD_SIZE={world} but {', '.join(missing)} is not set: this process cannot "
+                                 "join the others", hint="start the run with torchrun (or airlab train --nproc N)")
+    if not dist.is_available():
+        raise EnvironmentProblem("this torch build has no torch.distributed", hint="install a standard torch wheel")
+    cuda = _wants_cuda(config)
+    if cuda:
+        if not torch.cuda.is_available():
+            raise EnvironmentProblem(f"device: {config.device} in a run of {world} processes, but torch sees no CUDA "
+                                     "device", hint="use device: cpu (gloo), or a CUDA build of torch")
+        index = local_rank()
+        if index >= torch.cuda.device_count():
+            raise EnvironmentProblem(
+                f"local rank {index} has no GPU of its own: {torch.cuda.device_count()} visible on this host",
+                hint="start at most as many processes per host as it has GPUs (--nproc / --nproc-per-node)")
+        torch.cuda.set_device(index)  # one device per local rank: "cuda" and "auto" now mean this one
+    backend = "nccl" if cuda else "gloo"
+    try:
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s()))
+    except Exception as e:  # a rendezvous that failed or timed out
+        raise ProcessLost(f"could not join the process group ({backend}, world size {world}): {_first_line(e)}",
+                          hint="check MASTER_ADDR/MASTER_PORT and that every process was started") from None
+    return TorchCollective.over(dist.group.WORLD)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _cause(e: BaseException) -> str:
+    """gloo's and nccl's error text without the source location and the advice after it:
+    "Read error [127.0.0.1]:43402: Connection reset by peer"."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    if text.startswith("[") and "] " in text:
+        text = text.split("] ", 1)[1]
+    return text.split(". ", 1)[0][:200]
+
+
+def lost(e: BaseException, what: str) -> ProcessLost:
+    """The error a process raises when a collective failed under it (a peer died or hung)."""
+    return ProcessLost(f"another process of the run stopped answering during {what} ({_cause(e)})")
+
+
+class TorchCollective:
+    """airlab.train.process.Collective over torch.distributed: decisions on a gloo group."""
+
+    def __init__(self, group, rank: int, world_size: int, backend: str):
+        self.group = group
+        self.rank = rank
+        self.world_size = world_size
+        self.backend = backend  # the gradients' backend: "gloo" or "nccl"
+
+    @classmethod
+    def over(cls, world) -> "TorchCollective":
+        backend = str(dist.get_backend(world))
+        # decisions over gloo (CPU tensors, with a timeout) also when the gradients use nccl
+        group = world if backend == "gloo" else dist.new_group(backend="gloo",
+                                                               timeout=timedelta(seconds=timeout_s()))
+        return cls(group, dist.get_rank(), dist.get_world_size(), backend)
+
+    def all_reduce(self, values: Sequence[float], op: str) -> list[float]:
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+        try:
+            dist.all_reduce(t, op=_OPS[op], group=self.group)
+        except (RuntimeError, dist.DistError) as e:
+            raise lost(e, "a shared decision") from None
+        return t.tolist()
+
+    def broadcast(self, data: bytes) -> bytes:
+        try:
+            n = torch.tensor([len(data) if self.rank == 0 else 0], dtype=torch.int64)
+            dist.broadcast(n, 0, group=self.group)
+            size = int(n.item())
+            if size == 0:
+                return b""
+            buf = (torch.frombuffer(bytearray(data), dtype=torch.uint8) if self.rank == 0
+                   else torch.empty(size, dtype=torch.uint8))
+            dist.broadcast(buf, 0, group=self.group)
+        except (RuntimeError, dist.DistError) as e:
+            raise lost(e, "a broadcast from the main process") from None
+        return data if self.rank == 0 else buf.numpy().tobytes()
+
+    def gather(self, data: bytes) -> list[bytes] | None:
+        """Every process's bytes, in rank order, on the main process (None elsewhere)."""
+        try:
+            sizes = self.all_reduce([len(data) if r == self.rank else 0 for r in range(self.world_size)], "sum")
+            longest = int(max(sizes))
+            buf = torch.zeros(max(longest, 1), dtype=torch.uint8)
+            if data:
+                buf[:len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            parts = [torch.empty_like(buf) for _ in range(self.world_size)]
+            dist.all_gather(parts, buf, group=self.group)
+        except (RuntimeError, dist.DistError) as e:
+            raise lost(e, "a gather of every process's state") from None
+        if self.rank != 0:
+            return None
+        return [p[:int(s)].numpy().tobytes() for p, s in zip(parts, sizes)]
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of this process in the process group in use; (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
