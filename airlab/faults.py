@@ -13,7 +13,8 @@
 
 Several faults are separated by commas. Steps count from 1 (the step that `metrics.jsonl` shows).
 In a run of several processes every process stages them, unless AIRLAB_FAULT_RANK=R names the one
-process (by its rank) that does: a single rank that dies, runs out of memory or meets a NaN.
+process (by its rank) that does: a single rank that dies, runs out of memory or meets a NaN. A
+group that torchrun's elastic agent restarted (--max-restarts) stages none: the fault happened once.
 Nothing here runs unless the variable is set; a malformed value is a usage error.
 """
 
@@ -44,6 +45,8 @@ class Faults:
     @classmethod
     def from_env(cls, value: str | None = None) -> "Faults":
         value = os.environ.get(ENV, "") if value is None else value
+        if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0").strip() not in ("", "0"):
+            value = ""  # a restarted group: the staged fault has happened
         only = os.environ.get(RANK_ENV, "").strip()
         if only:
             from airlab.train.process import env_rank
