@@ -66,6 +66,8 @@ class Backend(Protocol):
     threads: int  # CPU threads the framework's kernels use in this process (train.threads, applied)
     thread_plan: "ThreadPlan"  # how that count was chosen (airlab.train.threads.plan_threads)
     faults: "Faults"  # faults to stage (airlab.faults.NONE unless the run loop sets those of AIRLAB_FAULT)
+    local_replicas: int  # devices this process splits its share of each batch among, one replica each
+    #                      (TensorFlow's MirroredStrategy; 1 elsewhere): a micro-batch is one replica's
     grad_accum: int  # micro-batches per step: train.grad_accum; the run loop doubles it on out-of-memory
     #                  (OutOfMemoryStep) and sets it back from the checkpoint on resume
 

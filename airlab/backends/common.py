@@ -220,6 +220,7 @@ class BackendCore(ABC):
     no_gpu_hint: str | None = None
     mps_refusal: str | None = None  # the hint when this backend never runs on mps; None: it may
     PRECISION_LABELS = {p: p for p in PRECISIONS}  # how the backend names each precision
+    local_replicas = 1  # devices this process splits its share of a batch among (tf.distribute's replicas)
 
     def __init__(self, config, dataset, task, *, training: bool = True) -> None:
         self.config, self.dataset, self.task = config, dataset, task

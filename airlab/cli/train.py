@@ -67,7 +67,9 @@ def _launch(cfg, nproc: int, max_restarts: int, run_dir: Path | None) -> int | N
     from airlab.backends import table
     from airlab.train.loop import check_world_size
 
-    check_world_size(cfg, nproc)  # refused here, once, before any process starts
+    target = table.get(cfg.backend).launcher
+    unit = getattr(table.load(target.partition(":")[0]), "UNIT", "processes")  # or replicas
+    check_world_size(cfg, nproc, unit)  # refused here, once, before any process starts
     if max_restarts and run_dir is None:
         raise UsageError("--max-restarts needs --run-dir: a restarted group resumes the run it names",
                          hint="add --run-dir runs/NAME (a new directory)")

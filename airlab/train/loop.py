@@ -80,24 +80,24 @@ def make_plan(config, dataset, task: Task) -> Plan:
         checkpoint_every=t.checkpoint_every or steps_per_epoch, context=context)
 
 
-def _share(config, world_size: int) -> int:
+def _share(config, world_size: int, unit: str = "processes") -> int:
     """Examples of every (global) batch each process computes: data.batch_size is the global
     batch, split into equal contiguous shares, so the gradient is the one-process gradient."""
     batch = config.data.batch_size
     if batch % world_size:
-        raise ConfigError(f"data.batch_size: {batch} does not divide among {world_size} processes (the batch is "
+        raise ConfigError(f"data.batch_size: {batch} does not divide among {world_size} {unit} (the batch is "
                           f"the global batch, split equally)",
                           hint=f"use a multiple of {world_size}, e.g. data.batch_size={batch - batch % world_size or world_size}")
     share = batch // world_size
     if config.train.grad_accum > share:
         raise ConfigError(f"train.grad_accum: {config.train.grad_accum} micro-batches cannot split each process's "
-                          f"share of {share} examples (data.batch_size {batch} over {world_size} processes)")
+                          f"share of {share} examples (data.batch_size {batch} over {world_size} {unit})")
     return share
 
 
-def check_world_size(config, world_size: int) -> None:
-    """ConfigError unless `config` can train on `world_size` processes (its batch divides)."""
-    _share(config, world_size)
+def check_world_size(config, world_size: int, unit: str = "processes") -> None:
+    """ConfigError unless `config` can train on `world_size` processes or replicas (its batch divides)."""
+    _share(config, world_size, unit)
 
 
 def _check_early_stopping_metric(config, task: Task) -> None:
@@ -158,6 +158,7 @@ class _Signals:
 
 
 RESUME_SKIP_ENV = "AIRLAB_RESUME_SKIP"
+LAUNCHED_ENV = "AIRLAB_NPROC"  # set by `airlab train --nproc N` for the processes it starts
 # the parts of a checkpoint the backend restores, every backend's RNG parts among them (the table's)
 _BACKEND_PARTS = frozenset({"model", "optimizer"}.union(*(row.rng_parts for row in table.ROWS)))
 _RESUME_PARTS = _BACKEND_PARTS | {"python_rng", "numpy_rng", "counters"}
@@ -537,10 +538,25 @@ class Trainer:
         rundir.write_json(path, env)
 
     @property
+    def _per_device(self) -> int:
+        """Examples of every batch one device computes: this process's share over its replicas."""
+        return self.share // max(1, int(self.backend.local_replicas))
+
+    @property
     def _resume_command(self) -> str:
-        """How to continue this run (with as many processes: its checkpoint resumes bitwise so)."""
-        world = self.role.world_size
-        return f"airlab train --resume {self.run_dir}" + (f" --nproc {world}" if world > 1 else "")
+        """How to continue this run, with as many processes and replicas (its checkpoint resumes
+        bitwise so): `--nproc N` where `airlab train --nproc N` started it; under another launcher
+        (torchrun on several hosts, TF_CONFIG) the same launch again with --resume."""
+        import os
+
+        plain = f"airlab train --resume {self.run_dir}"
+        launched = os.environ.get(LAUNCHED_ENV, "")
+        replicas = int(getattr(getattr(self, "backend", None), "local_replicas", 1) or 1)
+        if launched.isdigit() and int(launched) > 1:
+            return f"{plain} --nproc {launched}"
+        if self.role.world_size > 1:
+            return f"{plain} in each of the {self.role.world_size} processes, started as this run was"
+        return f"{plain} --nproc {replicas}" if replicas > 1 else plain
 
     # -- status.json -------------------------------------------------------------------------------
     def _set_status(self, status: str, state: dict, **fields) -> None:
@@ -647,7 +663,7 @@ class Trainer:
         if oom:
             if isinstance(failed, OutOfMemoryStep):
                 return failed
-            micro = -(-self.share // self.backend.grad_accum)  # of this process's share
+            micro = -(-self._per_device // self.backend.grad_accum)  # of one device's share
             return OutOfMemoryStep(step, micro, "on another process")
         if bad:
             return failed if isinstance(failed, NonFiniteStep) else _NonFiniteElsewhere(step)
@@ -687,7 +703,7 @@ class Trainer:
                      "even small micro-batches do not fit: use a smaller model or precision bf16")
         self.backend.grad_accum *= 2
         state["grad_accum"] = self.backend.grad_accum
-        micro = -(-self.share // self.backend.grad_accum)  # of each process's share of the batch
+        micro = -(-self._per_device // self.backend.grad_accum)  # of each device's share of the batch
         state["micro_batches_tried"] = [*tried, micro]
         self.reporter.message(f"out of memory at step {oom.step} with micro-batch {oom.micro_batch}: retrying "
                               f"with micro-batch {micro} x {self.backend.grad_accum} accumulated (batch {batch})")

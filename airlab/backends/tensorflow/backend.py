@@ -10,10 +10,26 @@ gradient norm are finite.
 Randomness: one tf.random.Generator (Philox, seeded from the config) owned by the backend gives
 each step a seed; dropout and the VAE's noise are stateless functions of that seed, so the
 generator's state (saved as a tensor) is all the random state a checkpoint needs.
+
+Scale-out (distribute.py): with AIRLAB_REPLICAS=N (`airlab train --nproc N`) the step runs under
+tf.distribute's MirroredStrategy over N local devices, and under MultiWorkerMirroredStrategy when
+TF_CONFIG names several workers; still airlab's own step (never Keras `fit`). Each replica
+computes its contiguous rows of the global batch, its loss weighted by its share of the global
+batch; the strategy sums the gradients; each replica then runs the same update on its own copy of
+the variables, so they stay identical. Dropout masks and the VAE's noise are drawn for the global
+batch and sliced at the replica's rows (models.global_rows): with grad_accum 1 an example gets the
+same numbers on any replica count. What differs from one device: the order of the gradient sum
+(last bits), BatchNorm's batch statistics (each replica's own share; the running statistics are
+the mean of the replicas' updates), and, with grad_accum > 1, the micro-batches' composition
+(each replica splits its own share) and so their random draws. Evaluation runs on the first
+replica's device (the weights are mirrored, so it is exactly the one-device evaluation); in a run
+of several processes the run loop shares its batches among them (common.BackendCore.evaluate).
+Checkpoints are unchanged: the mirrored weights are saved once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -28,10 +44,10 @@ from airlab import faults as faults_module
 from airlab import registry
 from airlab.backends import common
 from airlab.backends.base import NonFiniteStep
-from airlab.backends.tensorflow import losses
-from airlab.backends.tensorflow.models import init_seeds
+from airlab.backends.tensorflow import distribute, losses
+from airlab.backends.tensorflow.models import global_rows, init_seeds
 from airlab.backends.tensorflow.optim import Optimizer
-from airlab.errors import CheckpointError
+from airlab.errors import CheckpointError, ConfigError
 from airlab.train import threads as threads_module
 
 MODEL_FILE = "model.safetensors"
@@ -98,6 +114,12 @@ class TensorFlowBackend(common.BackendCore):
         self._apply_threads(t.threads)  # first: TensorFlow takes thread counts only before its runtime starts
         _, index = self._place()
         self.tf_device = "/CPU:0" if index is None else f"/GPU:{index}"
+        # training on several replicas: tf.distribute's strategy (distribute.py); None: one device
+        self.dist = distribute.placement(config) if training else None
+        self.replicas = self.dist.replicas if self.dist is not None else 1
+        self.local_replicas = len(self.dist.devices) if self.dist is not None else 1
+        if self.dist is not None:
+            self.tf_device = self.dist.devices[0]  # evaluation, samples and the summary: the first replica
         self.policy = _POLICIES[self.precision]
         if t.deterministic:
             tf.config.experimental.enable_op_determinism()  # process-wide; TensorFlow has no public undo
@@ -107,8 +129,8 @@ class TensorFlowBackend(common.BackendCore):
         before = keras.config.dtype_policy()
         keras.config.set_dtype_policy(self.policy)
         try:
-            with tf.device(self.tf_device), init_seeds(config.seed):
-                self.model = build(self.spec, dataset.info)
+            with self._scope(), tf.device(self.tf_device), init_seeds(config.seed):
+                self.model = build(self.spec, dataset.info)  # mirrored variables under a strategy
         finally:
             keras.config.set_dtype_policy(before)
         self.named_vars = self.model.named_variables()
@@ -118,8 +140,9 @@ class TensorFlowBackend(common.BackendCore):
         self._eval_loss = losses.EVAL[task.name]
         self._put_data_on_device()
 
-        with tf.device(self.tf_device):
+        with tf.device(self.tf_device):  # outside a strategy's scope: drawn from once per step, by the step
             self.generator = tf.random.Generator.from_seed(config.seed, alg="philox")
+        with self._scope(), tf.device(self.tf_device):  # the rest is mirrored under a strategy
             self.optimizer = None
             if training:
                 self.optimizer = Optimizer(t.optimizer, self.train_vars, betas=t.betas, eps=t.eps,
@@ -134,6 +157,21 @@ class TensorFlowBackend(common.BackendCore):
         self._acc_names: list[str] | None = None
         self._acc_pending: dict[str, float] = {}  # sums restored before the names were known
         self._fns: dict[tuple, object] = {}
+
+    # -- several replicas, several processes (distribute.py) --------------------------------------
+    @classmethod
+    def collective(cls, config):
+        """This process's collective in a run of several processes (TF_CONFIG naming several
+        workers: MultiWorkerMirroredStrategy, created here, before any other TensorFlow op), else
+        None: MirroredStrategy's replicas are one process. Checks that the config's batch divides
+        among the replicas (airlab.train.process.role_for calls this before anything is written)."""
+        if not distribute.wanted():
+            return None
+        _set_thread_counts(threads_module.plan_threads(config.train.threads).threads)  # before the runtime starts
+        return distribute.collective(config)
+
+    def _scope(self):
+        return self.dist.strategy.scope() if self.dist is not None else contextlib.nullcontext()
 
     # -- what the framework sees (primitives of common.resolve_device and resolve_precision) -----
     @staticmethod
@@ -162,7 +200,9 @@ class TensorFlowBackend(common.BackendCore):
     # -- data ----------------------------------------------------------------------------------
     def _put_data_on_device(self) -> None:
         self._splits = {}
-        with tf.device(self.tf_device):
+        # under a strategy the data lies once on the host, and each replica gathers its rows there
+        self._data_device = self.dist.host if self.dist is not None else self.tf_device
+        with tf.device(self._data_device):
             for name, split in self.dataset.splits().items():
                 if self.task.batches == "windows":
                     x = tf.constant(split.x.astype(np.int32))  # (N,) token ids
@@ -175,6 +215,12 @@ class TensorFlowBackend(common.BackendCore):
                 self._window = tf.range(self._context + 1, dtype=tf.int64)  # (T+1,)
 
     def _batch(self, split: str, idx):
+        if self.dist is not None:
+            with tf.device(self._data_device):
+                return self._rows(split, idx)
+        return self._rows(split, idx)
+
+    def _rows(self, split: str, idx):
         x, y = self._splits[split]
         if self.task.batches == "windows":
             w = tf.gather(x, idx[:, None] + self._window)  # (B, T+1)
@@ -273,6 +319,8 @@ class TensorFlowBackend(common.BackendCore):
         nan_loss = inf_grad = False
         if faults:
             nan_loss, inf_grad = bool(faults.nan_loss(step)), bool(faults.inf_grad(step))
+        if self.dist is not None:
+            return self._replicated_train_step(index, lr, step, nan_loss, inf_grad)
         rng = self.generator.state.numpy() if self.config.train.auto_batch_size else None
         lr_t = tf.constant(lr, dtype=tf.float32)
         try:
@@ -306,6 +354,99 @@ class TensorFlowBackend(common.BackendCore):
             raise common.out_of_memory(step, len(index), self.grad_accum, e) from None
         if not bool(ok):  # one device sync per step: the price of never stepping into NaN
             raise NonFiniteStep(step, float(loss), float(norm))
+
+    # -- training under a strategy (distribute.py) ---------------------------------------------
+    def _replicated_step(self, nan_loss: bool, inf_grad: bool, accum: int):
+        """The step under a strategy, one tf.function. Each replica computes the loss and the
+        gradients of its contiguous rows of the batch (in `accum` micro-batches), each weighted by
+        its share of the global batch; the strategy sums them over every replica (of every
+        process); then every replica runs the same update (norm, clipping, the finiteness check,
+        the optimizer, the metric sums) on its own copy of the variables, from the same sums."""
+        key = ("replicated", nan_loss, inf_grad, accum)
+        if key not in self._fns:
+            strategy, local, replicas = self.dist.strategy, len(self.dist.devices), self.dist.replicas
+
+            def replica(idx, seed):
+                # `idx`: this process's rows of the global batch (all of it in a run of one process)
+                rid = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32)
+                n = tf.shape(idx)[0] // local
+                start = (rid % local) * n  # replicas are numbered process by process
+                mine = idx[start:start + n]
+                total = tf.cast(n * replicas, tf.float32)  # the global batch
+                base, extra = n // accum, n % accum  # np.array_split's micro-batch sizes
+                loss, parts, grads = None, {}, None
+                for i in range(accum):
+                    m = base + tf.cast(i < extra, tf.int32)
+                    begin = i * base + tf.minimum(i, extra)
+                    s = seed if accum == 1 else tf.cast(tf.random.experimental.stateless_fold_in(seed, i), tf.int64)
+                    with global_rows(rid * m, replicas * m):  # draws keyed to the global sample position
+                        l, p, g = self._loss_and_grads(mine[begin:begin + m], s, tf.cast(m, tf.float32) / total,
+                                                       nan_loss)
+                    if grads is None:
+                        loss, parts, grads = l, dict(p), list(g)
+                    else:
+                        loss, parts = loss + l, {k: parts[k] + v for k, v in p.items()}
+                        grads = [a + b for a, b in zip(grads, g)]
+                return loss, parts, grads
+
+            def step(idx, lr):
+                with strategy.scope():
+                    seed = self.generator.make_seeds(1)[:, 0]  # (2,) the same on every replica
+                    loss, parts, grads = strategy.run(replica, args=(idx, seed))
+                    names = list(parts)
+                    flat = [loss, *(parts[k] for k in names), *grads]
+                    summed = strategy.extended.batch_reduce_to(  # onto every replica's device
+                        tf.distribute.ReduceOp.SUM, [(t, self._acc_n) for t in flat])
+                    loss, parts, grads = summed[0], dict(zip(names, summed[1:1 + len(names)])), summed[1 + len(names):]
+                    outcome = strategy.extended.update(  # each replica's own variables, from the same sums
+                        self._acc_n, lambda _, l, p, g: self._update(l, p, g, lr, inf_grad), args=(loss, parts, grads),
+                        group=False)
+                    return tuple(values[0] for values in outcome)  # the same on every replica: the first's
+
+            fn = tf.function(step, reduce_retracing=True,
+                             input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.float32)])
+            fn.get_concrete_function()  # traced now, so that the sums are sized before it first runs
+            self._size_sums()
+            self._fns[key] = fn
+        return self._fns[key]
+
+    def _replicated_train_step(self, index: np.ndarray, lr: float, step: int | None, nan_loss: bool,
+                               inf_grad: bool) -> None:
+        """train_step under a strategy: `index` is this process's part of the global batch."""
+        local = len(self.dist.devices)
+        n = len(index) // local
+        if n * local != len(index) or not n:
+            raise ConfigError(f"data.batch_size: this process's {len(index)} examples of the batch do not divide "
+                              f"among its {local} replicas", hint=f"use a multiple of {self.replicas}")
+        accum = min(self.grad_accum, n)
+        rng = self.generator.state.numpy() if self.config.train.auto_batch_size else None
+        try:
+            if self.faults:
+                for chunk in common.micro_batches(np.arange(n), accum):  # a replica's micro-batches
+                    self.faults.check_batch(len(chunk))
+            ok, loss, norm = self._replicated_step(nan_loss, inf_grad, accum)(tf.constant(index, dtype=tf.int64),
+                                                                              tf.constant(lr, dtype=tf.float32))
+        except (tf.errors.ResourceExhaustedError, faults_module.FakeOutOfMemory) as e:
+            if rng is not None:
+                self.generator.reset(rng)
+            raise common.out_of_memory(step, n, accum, e) from None  # the micro-batch of one replica
+        except tf.errors.OpError as e:
+            if self.dist.kind == "multi_worker" and distribute.is_lost(e):
+                raise distribute.lost(e, f"training step {step}") from None
+            raise
+        if not bool(ok):  # decided on every replica alike: the check is on the summed loss and gradients
+            raise NonFiniteStep(step, float(loss), float(norm))
+
+    def process_state(self) -> dict:
+        """This process's part of a checkpoint in a run of several (TF_CONFIG): its rank and its
+        training-metric sums. Every process draws from the same generator (saved with the model)
+        and keeps the same sums (of the strategy's summed metrics), so nothing else differs."""
+        return {"rank": self.dist.rank if self.dist is not None else 0, "train_metrics": self.train_metrics_state()}
+
+    def restore_process_state(self, state: dict) -> None:
+        """Continue this process's own part of a checkpoint (process_state of the same rank)."""
+        if state.get("train_metrics"):
+            self.restore_train_metrics(state["train_metrics"])
 
     def synchronize(self) -> None:
         if self._acc_names is not None:
@@ -492,10 +633,14 @@ class TensorFlowBackend(common.BackendCore):
                "cuda": build.get("cuda_version"), "cudnn": build.get("cudnn_version"),
                "device": self.device, "precision": self.precision_label,
                "xla": bool(self.config.train.compile), "deterministic": bool(self.config.train.deterministic),
+               "replicas": self.replicas,
                "threads": {**self.thread_plan.as_dict(), "actual": self.threads,
                            "intra_op": tf.config.threading.get_intra_op_parallelism_threads() or None,
                            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or None}}
-        if self.tf_device.startswith("/GPU"):
+        if self.dist is not None:
+            env["strategy"] = {"name": self.dist.name, "replicas": self.dist.replicas,
+                               "processes": self.dist.world_size, "devices": list(self.dist.devices)}
+        if "GPU:" in self.tf_device:
             gpus = _gpus()
             details = tf.config.experimental.get_device_details(gpus[int(self.tf_device.rsplit(":", 1)[1])])
             cc = details.get("compute_capability")
@@ -509,16 +654,9 @@ class TensorFlowBackend(common.BackendCore):
         process may use (airlab.train.threads). TensorFlow takes them only before its runtime
         starts: once it has, a different count cannot be applied, and the run says so and goes on
         with (and records) the count in force."""
-        threading = tf.config.threading
         self.thread_plan = threads_module.plan_threads(configured)
         n = self.thread_plan.threads
-        for get, put in ((threading.get_intra_op_parallelism_threads, threading.set_intra_op_parallelism_threads),
-                         (threading.get_inter_op_parallelism_threads, threading.set_inter_op_parallelism_threads)):
-            if get() != n:
-                try:
-                    put(n)
-                except RuntimeError:  # "cannot be modified after initialization"
-                    pass
+        _set_thread_counts(n)
         self.threads = _intra_op_threads()
         if self.threads != n:
             warnings.warn(f"train.threads: TensorFlow had already started in this process with {self.threads} "
@@ -531,13 +669,26 @@ class TensorFlowBackend(common.BackendCore):
                  "device": self.device, "precision": self.precision_label,
                  "deterministic": bool(self.config.train.deterministic), "xla": bool(self.config.train.compile),
                  "threads": _intra_op_threads(), "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+                 "replicas": self.replicas,  # the order of the gradient sums: a resume under another count differs
                  **threads_module.host_facts()}
-        if self.tf_device.startswith("/GPU"):
+        if "GPU:" in self.tf_device:
             build = tf.sysconfig.get_build_info()
             details = tf.config.experimental.get_device_details(_gpus()[int(self.tf_device.rsplit(":", 1)[1])])
             facts.update({"cuda": build.get("cuda_version"), "cudnn": build.get("cudnn_version"),
                           "gpu": details.get("device_name")})
         return facts
+
+
+def _set_thread_counts(n: int) -> None:
+    """TensorFlow's intra-op and inter-op thread counts, where its runtime has not started yet."""
+    threading = tf.config.threading
+    for get, put in ((threading.get_intra_op_parallelism_threads, threading.set_intra_op_parallelism_threads),
+                     (threading.get_inter_op_parallelism_threads, threading.set_inter_op_parallelism_threads)):
+        if get() != n:
+            try:
+                put(n)
+            except RuntimeError:  # "cannot be modified after initialization"
+                pass
 
 
 def _intra_op_threads() -> int:

@@ -521,6 +521,13 @@ class TorchBackend(common.BackendCore):
                 cuda_states = [rng[k] for k in sorted(k for k in rng if k.startswith("torch_cuda_"))]
                 if cuda_states and torch.cuda.is_available():
                     torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
+                if self._shared_generator is None and "torch_shared" in rng:
+                    # a checkpoint of several processes resumed by one: its dropout masks and noise
+                    # continue the stream they were drawn from, the shared one
+                    if self.torch_device.type == "cuda":
+                        torch.cuda.set_rng_state(rng["torch_shared"], self.torch_device)
+                    else:
+                        torch.set_rng_state(rng["torch_shared"])
                 if self._shared_generator is not None:
                     # a checkpoint of one process: the shared draws continue its default stream
                     shared = rng.get("torch_shared")
@@ -528,6 +535,8 @@ class TorchBackend(common.BackendCore):
                         shared = (cuda_states[self.torch_device.index] if self.torch_device.type == "cuda"
                                   else rng["torch_cpu"])
                     self._shared_generator.set_state(shared)
+                    if self.rank:  # the main process's default stream is not this process's: (seed, rank)
+                        torch.manual_seed(rank_seed(self.config.seed, self.rank))  # (process_state, if any, follows)
             except Exception as e:  # not a safetensors file, no CPU state, or a state of the wrong size
                 raise CheckpointError(f"{directory / RNG_FILE}: cannot restore the random generator: "
                                       f"{_first_line(e)}", hint="the checkpoint is damaged: remove it to resume "

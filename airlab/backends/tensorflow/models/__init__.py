@@ -18,6 +18,10 @@ Conventions shared by every model here, so that a spec means the same network on
   takes a (2,) int seed for the step and every layer folds in its own salt, so the backend owns
   the only random state (one tf.random.Generator) and a checkpoint restores it exactly. Without
   a seed (plain `model.fit`), dropout draws from a Keras SeedGenerator of the layer.
+- Under tf.distribute a replica computes rows [offset, offset + b) of a global batch: within
+  `global_rows(offset, total)` the draws over the batch (`batch_draw`) are made for the whole
+  global batch and sliced at the replica's rows, so every example gets the numbers it gets on
+  one device, whatever the replica count.
 """
 
 from __future__ import annotations
@@ -65,6 +69,35 @@ def torch_default(fan_in: int) -> keras.initializers.Initializer:
 
 def normal(std: float) -> keras.initializers.Initializer:
     return keras.initializers.RandomNormal(0.0, std, seed=next_seed())
+
+
+# -- draws keyed to the global sample position (tf.distribute's replicas) ---------------------------
+
+_rows_state = threading.local()
+
+
+@contextlib.contextmanager
+def global_rows(offset, total):
+    """Within the block (a replica's forward pass, traced in the replica's own thread), the batch
+    is rows [offset, offset + b) of a global batch of `total` rows (int32 scalars)."""
+    before = getattr(_rows_state, "rows", None)
+    _rows_state.rows = (offset, total)
+    try:
+        yield
+    finally:
+        _rows_state.rows = before
+
+
+def batch_draw(draw, shape, seed):
+    """`draw(shape, seed)` for a batch of `shape` (B, ...); within `global_rows`, the replica's rows
+    of the draw for the whole global batch: the numbers one device draws for the same examples."""
+    rows = getattr(_rows_state, "rows", None)
+    if rows is None:
+        return draw(shape, seed)
+    offset, total = rows
+    shape = tf.convert_to_tensor(shape)
+    full = tf.concat([tf.reshape(tf.cast(total, shape.dtype), [1]), shape[1:]], axis=0)  # (total, ...)
+    return draw(full, seed)[offset:offset + shape[0]]
 
 
 # -- activations -------------------------------------------------------------------------------
@@ -120,14 +153,17 @@ class Dropout(keras.layers.Layer):
         if seed is None:
             return keras.random.dropout(x, self.rate, seed=self.seed_generator)
         s = tf.random.experimental.stateless_fold_in(seed, self.salt)
-        keep = tf.random.stateless_uniform(tf.shape(x), seed=s, dtype=tf.float32) >= self.rate
+        keep = batch_draw(lambda shape, s: tf.random.stateless_uniform(shape, seed=s, dtype=tf.float32),
+                          tf.shape(x), s) >= self.rate
         return tf.where(keep, x / tf.cast(1.0 - self.rate, x.dtype), tf.zeros_like(x))
 
 
 class BatchNorm(keras.layers.Layer):
     """BatchNorm over the last axis with PyTorch's semantics: normalise with the batch's biased
     variance, update the running variance with the unbiased one; running = (1 - momentum) *
-    running + momentum * batch with PyTorch's momentum (0.1) and eps (1e-5)."""
+    running + momentum * batch with PyTorch's momentum (0.1) and eps (1e-5). Under tf.distribute
+    each replica normalises with its own share's statistics, and the running statistics become
+    the mean of the replicas' updates ("mean" aggregation; inert on one device)."""
 
     def __init__(self, momentum: float = 0.1, epsilon: float = 1e-5, **kwargs):
         super().__init__(autocast=False, **kwargs)  # statistics in float32 under mixed precision too
@@ -137,9 +173,10 @@ class BatchNorm(keras.layers.Layer):
         c = int(input_shape[-1])
         self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
         self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
-        self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", name="moving_mean", trainable=False)
+        self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", name="moving_mean", trainable=False,
+                                           aggregation="mean")
         self.moving_variance = self.add_weight(shape=(c,), initializer="ones", name="moving_variance",
-                                               trainable=False)
+                                               trainable=False, aggregation="mean")
 
     def call(self, x, training=False):
         x32 = tf.cast(x, tf.float32)

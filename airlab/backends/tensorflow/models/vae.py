@@ -21,8 +21,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from airlab.backends.tensorflow.models import (AirlabModel, ConvTranspose, activation, conv, dense, nchw_to_nhwc,
-                                               next_seed, nhwc_to_nchw)
+from airlab.backends.tensorflow.models import (AirlabModel, ConvTranspose, activation, batch_draw, conv, dense,
+                                               nchw_to_nhwc, next_seed, nhwc_to_nchw)
 from airlab.specs.base import DataInfo
 from airlab.specs.vae import VAESpec
 
@@ -105,7 +105,8 @@ class VAE(AirlabModel):
         """eps ~ N(0, I): from the step's seed when given, else from this model's SeedGenerator."""
         if seed is None:
             return keras.random.normal(shape, seed=self.noise)
-        return tf.random.stateless_normal(shape, seed=tf.random.experimental.stateless_fold_in(seed, self.noise_salt))
+        return batch_draw(lambda shape, s: tf.random.stateless_normal(shape, seed=s), shape,
+                          tf.random.experimental.stateless_fold_in(seed, self.noise_salt))
 
     def call(self, x, training=False, seed=None):
         mu, logvar = self.encode(x)  # (B, L), (B, L)
