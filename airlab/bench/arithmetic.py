@@ -17,6 +17,9 @@ CONVENTIONS = {
     "copy": "bytes read + bytes written = 2 x buffer size (CPU RAM copy, GPU device-to-device copy)",
     "host_device": "buffer size: bytes moved across the host-device link in one direction",
     "allreduce": "bus bandwidth = (buffer size / time) x 2(n-1)/n, as nccl-tests reports it",
+    "allreduce_processes": "per message size: algorithm bandwidth = size / time and bus bandwidth = algorithm "
+                           "bandwidth x 2(n-1)/n (nccl-tests' definitions), fp32 sum; time = median over timed "
+                           "repeats of the slowest rank's time per all-reduce (each repeat starts after a barrier)",
     "training": "training samples per second (examples for classifiers and autoencoders, context windows for "
                 "language models), optimizer step included, data already on the device",
 }
@@ -50,6 +53,13 @@ def copy_bytes(buffer_bytes: int, kind: str) -> int:
     if kind.startswith(("h2d", "d2h")):
         return buffer_bytes
     raise ValueError(f"unknown copy kind {kind!r}")
+
+
+def allreduce_algorithm_bandwidth(buffer_bytes: int, seconds: float) -> float:
+    """nccl-tests' algorithm bandwidth in B/s: the buffer size over the time of one all-reduce."""
+    if seconds <= 0:
+        raise ValueError(f"Expected seconds > 0. Received: seconds={seconds}")
+    return buffer_bytes / seconds
 
 
 def allreduce_bus_bandwidth(buffer_bytes: int, seconds: float, n: int) -> float:

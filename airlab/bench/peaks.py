@@ -134,6 +134,32 @@ def copy_expected_fraction(table: dict | None = None) -> float:
     return 0.85
 
 
+# Bus bandwidth of an NCCL all-reduce between GPUs joined by PCIe only (peer-to-peer, or through the
+# host): typically 60-80 % of the link's one-direction rate. An assumption from nccl-tests readings,
+# not a datasheet figure: "low" is below LOW_MARGIN x this.
+ALLREDUCE_PCIE_EXPECTED_FRACTION = 0.6
+
+
+def allreduce_reference(gpu: dict, one_host: bool) -> tuple[float | None, str | None, float | None, str]:
+    """What the bus bandwidth of an all-reduce across GPUs is judged against, from the facts of
+    rank 0's GPU: (peak in B/s, its source, the typical fraction, a note). Only the PCIe link of
+    GPUs on one host without NVLink has a reference here; gpu_peaks.json holds no NVLink rates and
+    nothing is known of the network between hosts, so those get no verdict (peak None)."""
+    if not one_host:
+        return None, None, None, "processes on several hosts: the network between them is not known: no verdict"
+    links = gpu.get("nvlink_links_active")
+    if links is None:
+        return None, None, None, "NVML could not tell whether NVLink is up: no verdict"
+    if links > 0:
+        return None, None, None, f"NVLink up ({links} links): gpu_peaks.json holds no NVLink rates: no verdict"
+    gen, width = gpu.get("pcie_max_generation"), gpu.get("pcie_max_width")
+    peak = pcie_peak(gen, width)
+    if peak is None:
+        return None, None, None, "no NVLink, and the PCIe link is not known: no verdict"
+    return (peak, f"PCIe gen {gen} x{width} (NVML), one direction; no NVLink", ALLREDUCE_PCIE_EXPECTED_FRACTION,
+            "GPUs joined by PCIe only: judged against the link's one-direction rate")
+
+
 def pcie_peak(generation: int | None, width: int | None) -> float | None:
     """Theoretical one-direction PCIe bandwidth in B/s for a link, or None when unknown."""
     if not generation or not width or generation not in PCIE_GBPS_PER_LANE:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, replace
 
+KiB = 2**10
 MiB = 2**20
 GiB = 2**30
 
@@ -35,6 +36,11 @@ class Plan:
     host_copy_bytes: int = 256 * MiB
     allreduce_bytes: int = 256 * MiB
     allreduce_repeats: int = 10
+    # all-reduce across the processes of a run (`airlab bench --nproc N`, or under torchrun): message
+    # sizes (fewer and smaller on the CPU, where gloo moves a few GB/s at best) and warm-up calls
+    allreduce_cpu_sizes: tuple[int, ...] = (1 * KiB, 64 * KiB, 1 * MiB, 8 * MiB)
+    allreduce_gpu_sizes: tuple[int, ...] = (1 * KiB, 32 * KiB, 1 * MiB, 16 * MiB, 64 * MiB)
+    allreduce_warmup: int = 3
     # training: fixed sizes so machines and frameworks compare
     train_models: tuple[str, ...] | None = None  # None: every registered model
     train_batch: dict = field(default_factory=lambda: {"image": 64, "lm": 16})
@@ -64,7 +70,9 @@ FULL = Plan(
     gpu_shapes=_grid([4096, 8192, 12288, 16384]),
     warmup=3, warmup_s=0.5, repeats=7, min_window_s=0.2, budget_s=20.0, gpu_warmup=10, gpu_repeats=30,
     cpu_copy_bytes=512 * MiB, gpu_copy_bytes=4 * GiB, host_copy_bytes=1 * GiB, allreduce_bytes=1 * GiB,
-    allreduce_repeats=20, train_warmup_steps=5, train_repeats=5, train_window_s=5.0, train_budget_s=20.0,
+    allreduce_repeats=20, allreduce_cpu_sizes=tuple(KiB * 4**i for i in range(9)),  # 1 KiB .. 64 MiB
+    allreduce_gpu_sizes=tuple(KiB * 4**i for i in range(11)), allreduce_warmup=5,  # 1 KiB .. 1 GiB
+    train_warmup_steps=5, train_repeats=5, train_window_s=5.0, train_budget_s=20.0,
     train_all_devices=True,
 )
 

@@ -61,6 +61,9 @@ class Report(BaseModel):
     figures: list[Figure]
     findings: list[str] = Field(default_factory=list)
     skipped: list[dict] = Field(default_factory=list)
+    # the all-reduce across the processes of a run (`--nproc N`): sizes, algorithm and bus bandwidth,
+    # each rank's median time and the slowest rank; None in a one-process bench
+    allreduce: dict | None = None
 
     def to_json(self) -> dict:
         return _finite(self.model_dump(by_alias=True, mode="json"))

@@ -1,7 +1,9 @@
 """Runs the suites and assembles the report: the one function the CLI calls.
 
 Order: matmul and memory per device, the all-reduce across GPUs, training throughput per model;
-each timed window with telemetry; each figure judged against its peak. One failing figure (an
+each timed window with telemetry; each figure judged against its peak. In a process of a run of
+several (`airlab bench --nproc N`, or torchrun), only the all-reduce across the run's processes is
+measured (airlab.bench.collective), and only rank 0 gets a report. One failing figure (an
 unsupported dtype, out of memory) is recorded under `skipped` with its reason and the run goes on.
 The seams `bench_loader`, `clock_probe`, `cpu_info`, `trainer` and `telemetry` let tests run the
 GPU paths on a CPU with fakes.
@@ -22,7 +24,7 @@ from typing import Callable
 import psutil
 
 from airlab import __version__, registry
-from airlab.bench import arithmetic, peaks
+from airlab.bench import arithmetic, collective, peaks
 from airlab.bench import backends as bench_backends
 from airlab.bench.clock import measure_clock
 from airlab.bench.harness import STATISTIC, Stats, measure
@@ -44,6 +46,7 @@ class Options:
     verify: bool = False  # time a plain framework matmul loop beside every matmul figure
     argv: list[str] = field(default_factory=list)
     plan: Plan | None = None  # overrides PLANS[suite] (tests)
+    sizes: tuple[int, ...] | None = None  # all-reduce message sizes across processes (default: the plan's)
 
 
 class Progress:
@@ -186,6 +189,7 @@ class _Run:
         self.backend_env: dict[str, dict] = {}
         self.cpu: _CpuFacts | None = None
         self.telemetry: Telemetry | None = None
+        self.across: dict | None = None  # the all-reduce across the processes of a run (report.allreduce)
 
     # -- building blocks -----------------------------------------------------------------------
     def skip(self, what: str, reason: str) -> dict:
@@ -425,9 +429,11 @@ class _Run:
                                              lambda n=name, d=d, m=model: self.training(n, d, m, data)))
         return jobs
 
-    def run(self) -> Report:
+    def run(self) -> Report | None:
         t0 = time.perf_counter()
         created = _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+        if collective.world_size() > 1:
+            return self.run_processes(t0, created)
         names = _backends_for(self.o)
         benches = {}
         for name in names:
@@ -469,9 +475,101 @@ class _Run:
             self.progress.end()
         return self.report(created, time.perf_counter() - t0)
 
+    # -- the processes of a run ----------------------------------------------------------------
+    def run_processes(self, t0: float, created: str) -> Report | None:
+        """This process's part of the all-reduce across the run's processes; the report on rank 0,
+        None on the others (which show no progress either)."""
+        if self.o.backend == "tensorflow":
+            raise UsageError("the all-reduce across processes is measured with PyTorch (torch.distributed)",
+                             hint="use --backend torch (or leave --backend out)")
+        bench = self.bench_loader("torch")  # exit 4 with the install hint when torch is missing
+        if getattr(bench, "process_group_allreduce", None) is None:
+            raise BackendUnavailable("this torch bench module cannot time an all-reduce across processes")
+        main = collective.rank() == 0
+        progress = self.progress if main else Progress()
+        self.backend_env["torch"] = bench.environment()
+        available = bench.devices()
+        gpus = [d for d in available if d["kind"] == "gpu"]
+        if self.o.device not in ("auto", "cpu", "cuda"):
+            raise UsageError(f"--device {self.o.device} in a run of {collective.world_size()} processes: each "
+                             "process takes the GPU of its local rank", hint="use --device cuda, cpu or auto")
+        if self.o.device == "cuda" and not gpus:
+            raise EnvironmentProblem("--device cuda: no CUDA device is visible",
+                                     hint="use --device cpu (gloo), or check the driver with `nvidia-smi`")
+        kind = "gpu" if gpus and self.o.device != "cpu" else "cpu"
+        if kind == "gpu":
+            index = collective.local_rank()
+            device = next((d for d in gpus if d.get("index") == index), None)
+            if device is None:
+                raise EnvironmentProblem(f"local rank {index} has no GPU of its own: {len(gpus)} visible on this host",
+                                         hint="start at most as many processes per host as it has GPUs, or use "
+                                              "--device cpu")
+        else:
+            device = next(d for d in available if d["kind"] == "cpu")
+        info = self.cpu_info() if callable(self.cpu_info) else self.cpu_info
+        threads = next((d.get("threads") for d in available if d["kind"] == "cpu"), None)
+        self.cpu = _CpuFacts(info, threads, None, self.table)  # no clock probe: no CPU peak is judged here
+        self.telemetry = self.telemetry_factory([device] if main and kind == "gpu" else [])
+        try:
+            self.describe_devices([device])
+            p = self.plan
+            sizes = list(self.o.sizes or (p.allreduce_gpu_sizes if kind == "gpu" else p.allreduce_cpu_sizes))
+            world = collective.world_size()
+            progress.begin(1)
+            progress.start(f"all-reduce across {world} processes, {collective.human_size(sizes[0])} to "
+                           f"{collective.human_size(sizes[-1])} (torch, {'NCCL' if kind == 'gpu' else 'gloo'})")
+            result = bench.process_group_allreduce(kind, sizes, warmup=p.allreduce_warmup, repeats=p.allreduce_repeats,
+                                                   inners=[collective.inner_iterations(n) for n in sizes], seed=p.seed)
+            if not main:
+                return None
+            figures = self.process_figures(bench.name, device, sizes, result)
+            self.figures.extend(figures)
+            progress.advance(figure=figures[-1])
+        finally:
+            self.telemetry.close()
+            progress.end()
+        return self.report(created, time.perf_counter() - t0)
+
+    def process_figures(self, backend: str, device: dict, sizes: list[int], result: dict) -> list[Figure]:
+        summary = collective.summarize(sizes, result["seconds"], tolerance=STRAGGLER_TOLERANCE)
+        n = summary["world_size"]
+        gpu = device["kind"] == "gpu"
+        if gpu:
+            peak, source, expected, note = peaks.allreduce_reference(self.devices[device["id"]], collective.one_host())
+        else:
+            peak = source = expected = None
+            note = "gloo on the CPU: no reference to judge against"
+        label = "cuda" if gpu else "cpu"
+        figures = []
+        for nbytes, row in zip(sizes, summary["rows"]):
+            stats = Stats.of(row["seconds"], inner=collective.inner_iterations(nbytes))
+            slow = row["slowest"]
+            figures.append(self._figure(
+                suite="interconnect", key=f"allreduce-{n}proc-{nbytes}", backend=backend, device=label,
+                name=f"all-reduce bus bandwidth, {n} processes, {collective.human_size(nbytes)}", value=row["busbw"],
+                unit="B/s", stats=stats,
+                work={"buffer_bytes": nbytes, "ranks": n, "dtype": "fp32", "op": "sum", "backend": result["backend"],
+                      "calls_per_repeat": stats.inner, "convention": arithmetic.CONVENTIONS["allreduce_processes"]},
+                peak=peak, peak_source=source, expected=expected, window=None, notes=[note],
+                detail={"algbw": row["algbw"], "per_rank_median_s": row["per_rank_median_s"],
+                        "slowest_rank": slow["rank"], "slowest_lag": slow["lag"]}))
+        self.across = {
+            "world_size": n, "backend": result["backend"], "device": label, "one_host": collective.one_host(),
+            "convention": arithmetic.CONVENTIONS["allreduce_processes"], "reference": note,
+            "warmup": self.plan.allreduce_warmup, "repeats": self.plan.allreduce_repeats,
+            "sizes": [{k: v for k, v in row.items() if k != "seconds"} for row in summary["rows"]],
+            "straggler": summary["straggler"]}
+        return figures
+
     def findings(self) -> tuple[list[str], list[dict]]:
         out: list[str] = []
         slow: list[dict] = []
+        if self.across is not None and self.across["straggler"]["straggler"]:
+            s = self.across["straggler"]
+            slow.append({"rank": s["rank"], "figure": "interconnect/allreduce", "shortfall": s["lag"],
+                         "median_of": self.across["world_size"]})
+            out.append(f"rank {s['rank']} is a straggler: its all-reduces of {collective.human_size(s['bytes'])} take "
+                       f"{s['lag']:.0%} longer than the median of {self.across['world_size']} ranks")
         gpus = [d for d, m in self.devices.items() if m.get("kind") == "gpu"]
         if len(gpus) >= 2:
             for suite, key in (("matmul", "bf16"), ("matmul", "fp32"), ("memory", "d2d")):
@@ -531,14 +629,15 @@ class _Run:
         return Report(schema=SCHEMA, airlab_version=__version__, created=created, argv=list(self.o.argv), suite=self.plan.name,
                       wall_seconds=wall, host=host, backends=self.backend_env, devices=devices, method=method,
                       figures=self.figures, findings=findings, skipped=self.skipped,
-                      stragglers=slow, verdict_counts=counts,
+                      stragglers=slow, verdict_counts=counts, allreduce=self.across,
                       telemetry_problems=self.telemetry.problems if self.telemetry else [])
 
 
 def run_bench(options: Options, progress: Progress | None = None, *, bench_loader=bench_backends.load,
               clock_probe=measure_clock, cpu_info=peaks.read_cpu_info, trainer=None,
-              telemetry_factory=Telemetry) -> Report:
-    """Run the bench the options describe and return its report."""
+              telemetry_factory=Telemetry) -> Report | None:
+    """Run the bench the options describe and return its report: None in a process other than
+    rank 0 of a run of several (the all-reduce across processes: rank 0 reports)."""
     check_options(options)
     if trainer is None:
         from airlab.bench.training import train_throughput as trainer

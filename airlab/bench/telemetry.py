@@ -290,7 +290,8 @@ class Telemetry:
                         ("pcie_max_generation", lambda: m.nvmlDeviceGetMaxPcieLinkGeneration(h)),
                         ("pcie_max_width", lambda: m.nvmlDeviceGetMaxPcieLinkWidth(h)),
                         ("power_limit_w", lambda: m.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0),
-                        ("sm_clock_max_mhz", lambda: m.nvmlDeviceGetMaxClockInfo(h, m.NVML_CLOCK_SM))):
+                        ("sm_clock_max_mhz", lambda: m.nvmlDeviceGetMaxClockInfo(h, m.NVML_CLOCK_SM)),
+                        ("nvlink_links_active", lambda: nvlink_links_active(m, h))):
             try:
                 v = fn()
                 out[key] = v.decode() if isinstance(v, bytes) else v
@@ -308,6 +309,27 @@ class Telemetry:
             except Exception:
                 pass
             self.nvml = None
+
+
+# What NVML answers for a link a GPU does not have (no NVLink at all, or past its last link).
+_NO_SUCH_LINK = ("NVMLError_NotSupported", "NVMLError_InvalidArgument", "NVMLError_NotFound")
+
+
+def nvlink_links_active(m, handle) -> int | None:
+    """How many of a GPU's NVLink links are up: 0 for a GPU without NVLink (NVML answers "not
+    supported"), None when NVML cannot tell (an older library, another error)."""
+    count, answered = 0, False
+    for link in range(int(getattr(m, "NVML_NVLINK_MAX_LINKS", 18))):
+        try:
+            state = m.nvmlDeviceGetNvLinkState(handle, link)
+        except Exception as e:
+            if type(e).__name__ in _NO_SUCH_LINK:
+                answered = True
+                continue
+            return None
+        answered = True
+        count += int(state == getattr(m, "NVML_FEATURE_ENABLED", 1))
+    return count if answered else None
 
 
 def _norm_uuid(u: str) -> str:

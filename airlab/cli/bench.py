@@ -101,6 +101,9 @@ def _detail(f) -> str:
     if f.suite == "training":
         return f"batch {w.get('batch_size')}"
     if f.suite == "interconnect":
+        if "backend" in w:  # across processes: the size is in the name; say over what
+            calls = w["calls_per_repeat"]
+            return f"{w['backend']}, {calls} call{'' if calls == 1 else 's'}/repeat"
         return f"{w['buffer_bytes'] / 2**20:,.0f} MiB"
     return ""
 
@@ -182,10 +185,56 @@ def _wide(renderable) -> None:
     PipeConsole(width=max(out.width, 132)).print(renderable)
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:,.0f} us"
+    return f"{seconds * 1e3:,.2f} ms" if seconds < 1 else f"{seconds:,.2f} s"
+
+
+def _allreduce_table(allreduce: dict):
+    from rich.table import Table
+
+    from airlab.bench.collective import human_size
+
+    n = allreduce["world_size"]
+    table = Table(title=f"all-reduce across {n} processes ({allreduce['backend']} on {allreduce['device']}), "
+                        "fp32 sum", title_justify="left")
+    for col in ("size", "time", "algbw", "busbw", "slowest rank", "its median", "behind the median"):
+        table.add_column(col, justify="left" if col == "size" else "right")
+    for row in allreduce["sizes"]:
+        slow = row["slowest"]
+        table.add_row(human_size(row["bytes"]), _duration(row["median_s"]), _si(row["algbw"], "B/s"),
+                      _si(row["busbw"], "B/s"), f"rank {slow['rank']}", _duration(slow["median_s"]),
+                      f"{slow['lag'] * 100:+.0f} %")
+    return table
+
+
+def _print_allreduce(report) -> None:
+    """The all-reduce across processes, or the line saying why there is none."""
+    from airlab.bench.collective import ONE_PROCESS, human_size
+
+    a = report.allreduce
+    if a is None:
+        if not any(f.suite == "interconnect" for f in report.figures):
+            out.print(f"all-reduce: {ONE_PROCESS}", highlight=False, markup=False)
+        return
+    _wide(_allreduce_table(a))
+    out.print(f"busbw = algbw x 2(n-1)/n with algbw = size / time (nccl-tests' definitions); time = median over "
+              f"{a['repeats']} repeats of the slowest rank's time per all-reduce", highlight=False, markup=False)
+    s = a["straggler"]
+    what = "straggler" if s["straggler"] else "slowest rank"
+    verdict = "" if s["straggler"] else f"; within {_pct(s['tolerance'])}: no straggler"
+    out.print(f"{what}: rank {s['rank']}, median {_duration(s['median_s'])} per all-reduce of "
+              f"{human_size(s['bytes'])}, {_pct(s['lag'])} behind the median of {a['world_size']} ranks "
+              f"({_duration(s['ranks_median_s'])}){verdict}", highlight=False, markup=False)
+    out.print(f"reference: {a['reference']}", highlight=False, markup=False)
+
+
 def _print_report(report, verify: bool) -> None:
     _wide(_results_table(report))
+    _print_allreduce(report)
     cpu = report.host.get("cpu", {})
-    for d in report.devices:
+    for d in report.devices if report.allreduce is None else ():  # (no peaks in the all-reduce across processes)
         if d.get("kind") == "cpu" and cpu:
             peak = cpu.get("peak_flops", {})
             line = (f"cpu: {cpu.get('model_name')}, {cpu.get('cores_used')} cores, {cpu.get('isa')}; "
@@ -197,7 +246,8 @@ def _print_report(report, verify: bool) -> None:
             out.print(f"{d['id']}: {d.get('name')} (peaks: {entry}), driver {d.get('driver', '?')}",
                       highlight=False, markup=False)
     conv = report.method["conventions"]
-    out.print(f"bytes: {conv['copy']}; host<->device: {conv['host_device']}", highlight=False, markup=False)
+    if report.allreduce is None:
+        out.print(f"bytes: {conv['copy']}; host<->device: {conv['host_device']}", highlight=False, markup=False)
     out.print("statistic: median of timed repeats; spread = inter-quartile range / median", highlight=False,
               markup=False)
     if verify:
@@ -224,14 +274,25 @@ def bench(
                                                                "given twice, compare two saved files without running"),
     verify: bool = typer.Option(False, "--verify", help="also time a plain framework matmul loop of every shape "
                                                         "and print both side by side"),
+    nproc: int = typer.Option(None, "--nproc", min=1,
+                              help="measure only the all-reduce bus bandwidth across N local processes (PyTorch: "
+                                   "torchrun's launcher; gloo on the CPU, NCCL on GPUs, one GPU per process) and "
+                                   "name the slowest rank"),
+    sizes: str = typer.Option(None, "--sizes", help="with --nproc: the all-reduce's message sizes, e.g. "
+                                                    "1KiB,1MiB,64MiB (default: 1 KiB to 8 MiB on the CPU, to 64 MiB "
+                                                    "on GPUs; --full: to 64 MiB and 1 GiB)"),
 ) -> None:
     """Measure matmul FLOP/s (against the device's peak), memory bandwidth and training samples/s.
 
     Every figure gets a verdict (ok, low, or suspicious above 100 % of peak) and is marked when
     taken under throttling or interference from other processes.
 
+    With --nproc N, the all-reduce across N processes instead (under torchrun, every process
+    runs `airlab bench` and takes part).
+
     Example: airlab bench --quick --save bench.json
     """
+    from airlab.bench import collective
     from airlab.bench import report as report_mod
 
     if quick and full:
@@ -242,6 +303,8 @@ def bench(
     if len(compare) == 2:
         if save is not None:
             raise UsageError("--save needs a run; --compare given twice compares two files without running")
+        if nproc is not None:
+            raise UsageError("--nproc needs a run; --compare given twice compares two files without running")
         before, after = report_mod.load(compare[0]), report_mod.load(compare[1])
         comparison = report_mod.compare(before, after)
         if json_out:
@@ -249,15 +312,24 @@ def bench(
         else:
             _print_comparison(comparison)
         return
+    collective.check_nproc(nproc, device=device, backend=backend, verify=verify, sizes=sizes)
+    message_sizes = collective.parse_sizes(sizes) if sizes is not None else None
     before = report_mod.load(compare[0]) if compare else None
 
     from airlab.bench.runner import Options, check_options, run_bench
 
     options = Options(suite="full" if full else "quick", device=device, backend=backend, verify=verify,
-                      argv=["airlab", *invocation()])
+                      argv=["airlab", *invocation()], sizes=message_sizes)
     check_options(options)
+    if nproc is not None and nproc > 1:  # N processes, each running this bench without --nproc
+        code = collective.launch(nproc, collective.argv_without(invocation(), ("--nproc",)), device=device)
+        if code:
+            raise typer.Exit(code)
+        return
     progress = _Bar() if err.is_terminal and not json_out else _Lines()
     report = run_bench(options, progress)
+    if report is None:  # a process other than rank 0 of a run of several: rank 0 reports
+        return
     if save is not None:
         report_mod.save(report, save)
     comparison = report_mod.compare(before, report) if before is not None else None
