@@ -4,6 +4,7 @@ traceback (Typer, rich and the commands take a few hundred milliseconds to impor
 
 from __future__ import annotations
 
+import os
 import sys
 
 from airlab import signals
@@ -16,4 +17,8 @@ def main() -> None:
     except signals.SignalReceived as e:
         sys.stderr.write(f"error: interrupted ({e.name})\n")
         sys.exit(signals.exit_code(e.signum))
-    sys.exit(run(sys.argv[1:]))
+    code = run(sys.argv[1:])
+    # the command has ended and said so: a signal while Python shuts down (a launcher stopping
+    # every process of a run, say) ends the process with this code, not with a traceback
+    signals.install(lambda signum, frame: os._exit(code))
+    sys.exit(code)

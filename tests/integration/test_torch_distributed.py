@@ -85,35 +85,37 @@ def wait_for(predicate, proc: subprocess.Popen, what: str, limit: float = HANG_G
 
 # -- 1 vs 2 processes -----------------------------------------------------------------------------
 
-# dropout and the VAE's noise are on: their draws are keyed to the global sample position, so one
-# process and two draw the same masks (the Transformer's attention dropout is a fused kernel's own
-# draw, per process: off here); BatchNorm off (its batch statistics are per process)
+# dropout is on: its masks are keyed to the global sample position, so one process and two draw
+# the same masks (the VAE's noise too: test_torch_shard.py; the Transformer's attention dropout is
+# a fused kernel's own draw, per process: off here); BatchNorm off (its batch statistics are per
+# process)
 PARITY = {
     "mlp": ["model.dropout=0.3"],
     "cnn": ["model.batchnorm=false", "model.dropout=0.3", "model.conv_dropout=0.5"],
     "transformer": ["model.dropout=0"],
-    "vae": ["train.lr=0.01"],
 }
 
 
-def _parity_run(tmp: Path, model: str, nproc: int) -> Path:
+def _parity_argv(tmp: Path, model: str, nproc: int) -> list:
     config, overrides = case(model, eval_every=20)
-    run = tmp / f"{model}-{nproc}"
-    argv = ["train", config, *overrides, *NUMERICS, *SGD, *PARITY[model], f"train.steps={STEPS}",
-            "data.batch_size=16", "train.eval_every=20", f"train.checkpoint_every={STEPS}", "--run-dir", run]
-    if nproc == 1:  # in this process: the same numerics (one thread, fp32), without a start-up
-        r = invoke(*argv)
-        assert r.code == 0, r.err
-    else:
-        r = airlab(*argv, "--nproc", nproc)
-        assert r.returncode == 0, r.stderr
-    return run
+    return ["train", config, *overrides, *NUMERICS, *SGD, *PARITY[model], f"train.steps={STEPS}",
+            "data.batch_size=16", "train.eval_every=20", f"train.checkpoint_every={STEPS}",
+            "--run-dir", tmp / f"{model}-{nproc}"]
 
 
 @pytest.fixture(scope="module")
 def parity_runs(tmp_path_factory):
+    """Each model's run on 2 processes (started together: much of a start is waiting) and on one,
+    in this process (the same numerics, one thread and fp32, without a start-up)."""
     tmp = tmp_path_factory.mktemp("parity")
-    return {model: (_parity_run(tmp, model, 1), _parity_run(tmp, model, 2)) for model in PARITY}
+    launched = {model: start(*_parity_argv(tmp, model, 2), "--nproc", 2) for model in PARITY}
+    for model in PARITY:
+        r = invoke(*_parity_argv(tmp, model, 1))
+        assert r.code == 0, r.err
+    for model, proc in launched.items():
+        out, err = proc.communicate(timeout=HANG_GUARD_S)
+        assert proc.returncode == 0, err
+    return {model: (tmp / f"{model}-1", tmp / f"{model}-2") for model in PARITY}
 
 
 @pytest.mark.parametrize("model", list(PARITY))
@@ -149,10 +151,46 @@ def test_a_run_of_two_processes_has_the_run_directory_of_one_with_its_world_size
         (r["step"], r["split"]) for r in map(json.loads, (one / "metrics.jsonl").read_text().splitlines())]
 
 
+EXISTING_GROUP = """
+import json, sys
+import torch.distributed as dist
+rank, port, config, run = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+# as Ray Train does before it calls the training function: the group exists, no RANK variables
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+from airlab.config import load_config
+from airlab.train.loop import Trainer
+result = Trainer(load_config(config, sys.argv[5:]), run_dir=run).run()
+print(json.dumps({"main": result.is_main, "steps": result.summary["steps"]}))
+"""
+
+
+def test_a_process_group_that_exists_is_used_as_is(tmp_path):
+    """Ray Train's way (examples/ray/train_ray.py): the process group is made before airlab runs,
+    and airlab's run loop joins it instead of making its own."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "run"
+    overrides = [*SHAPES_TINY, *NUMERICS, *SGD, "data.batch_size=16", "train.epochs=null", "train.steps=6"]
+    env = _env()
+    procs = [subprocess.Popen([sys.executable, "-c", EXISTING_GROUP, str(rank), str(port), str(CONFIGS / "mlp.yaml"),
+                               str(run), *overrides], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for rank in (0, 1)]
+    outs = [p.communicate(timeout=HANG_GUARD_S) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert [r["main"] for r in results] == [True, False] and {r["steps"] for r in results} == {6}
+    assert summary(run)["world_size"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # one run directory
+
+
 # -- interruptions ------------------------------------------------------------------------------
 
 LONG = [*SHAPES_TINY, *NUMERICS, *SGD, "model.hidden=[32]", "model.dropout=0.3", "data.batch_size=16",
-        "train.epochs=null", "train.steps=300", "train.checkpoint_every=30", "train.keep_checkpoints=20",
+        "train.epochs=null", "train.steps=150", "train.checkpoint_every=30", "train.keep_checkpoints=20",
         "train.eval_every=15"]
 
 
@@ -205,7 +243,7 @@ def test_with_max_restarts_the_agent_restarts_the_group_and_it_resumes_by_itself
     r = airlab("train", CONFIGS / "mlp.yaml", *LONG, "--nproc", 2, "--max-restarts", 1, "--run-dir", run, env=env)
     assert r.returncode == 0, r.stderr
     s = summary(run)
-    assert s["resumed_at_step"] == 30 and s["steps"] == 300
+    assert s["resumed_at_step"] == 30 and s["steps"] == 150
     assert s["weights_sha256"] == uninterrupted
 
 
@@ -222,7 +260,7 @@ def test_sigterm_to_the_launcher_saves_one_step_for_every_process_and_resumes_bi
     assert status["status"] == "interrupted"
     newest = Path(status["last_checkpoint"])
     state = json.loads((newest / "trainer.json").read_text())
-    assert state["step"] == status["step"] < 300
+    assert state["step"] == status["step"] < 150
     assert len(state["processes"]) == 2  # both processes' state, of that one step
 
     copy = tmp_path / "copy"
@@ -235,7 +273,7 @@ def test_sigterm_to_the_launcher_saves_one_step_for_every_process_and_resumes_bi
     r = airlab("train", "--resume", copy)
     assert r.returncode == 0, r.stderr
     assert "resuming a run of 2 process(es) with 1" in r.stderr
-    assert summary(copy)["steps"] == 300 and summary(copy)["world_size"] == 1
+    assert summary(copy)["steps"] == 150 and summary(copy)["world_size"] == 1
 
 
 # -- decisions taken together, errors said once ----------------------------------------------------

@@ -64,6 +64,11 @@ class FakeCollective:
         self.board.calls[self.rank].append(("broadcast",))
         return self._exchange(data)[process.MAIN]
 
+    def gather(self, data: bytes) -> list[bytes] | None:
+        self.board.calls[self.rank].append(("gather",))
+        seen = self._exchange(data)
+        return seen if self.rank == process.MAIN else None
+
 
 def run_ranks(n: int, fn) -> list:
     """fn(role) in n threads named rank0.., each with its Group role; each one's result or exception."""

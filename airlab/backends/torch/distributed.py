@@ -93,11 +93,26 @@ def join(config) -> "TorchCollective | None":
         torch.cuda.set_device(index)  # one device per local rank: "cuda" and "auto" now mean this one
     backend = "nccl" if cuda else "gloo"
     try:
-        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s()))
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s()), **_restart_store(world))
     except Exception as e:  # a rendezvous that failed or timed out
         raise ProcessLost(f"could not join the process group ({backend}, world size {world}): {_first_line(e)}",
                           hint="check MASTER_ADDR/MASTER_PORT and that every process was started") from None
     return TorchCollective.over(dist.group.WORLD)
+
+
+def _restart_store(world: int) -> dict:
+    """A group that torchrun's elastic agent restarted (--max-restarts) meets in the agent's store,
+    which still holds what the processes before it wrote there: the addresses gloo's processes
+    publish to find each other. A process that reads a dead one's address fails to connect
+    ("Connection refused"). Keys prefixed by the restart count keep each attempt's apart; the
+    first attempt uses env:// as it is."""
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0").strip()
+    if restart in ("", "0") or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return {}
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                          timeout=timedelta(seconds=timeout_s()))
+    return {"store": dist.PrefixStore(f"airlab/restart-{restart}", store), "rank": _env_int("RANK"),
+            "world_size": world}
 
 
 def _first_line(e: BaseException) -> str:
