@@ -23,13 +23,13 @@ with how far it lags the median of all ranks; beyond STRAGGLER_TOLERANCE it is a
 from __future__ import annotations
 
 import math
-import os
 import re
 import statistics
 from typing import Sequence
 
 from airlab.bench import arithmetic
 from airlab.errors import EnvironmentProblem, UsageError
+from airlab.train.process import launcher_int
 
 STRAGGLER_TOLERANCE = 0.10  # a slowest rank within 10 % of the median is noise on a shared machine
 ONE_PROCESS = "one process: no all-reduce measured (use --nproc N)"
@@ -45,32 +45,22 @@ _SIZE = re.compile(r"^\s*(\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 
 # -- the process this is ------------------------------------------------------------------------
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    if raw.strip() == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise EnvironmentProblem(f"{name}={raw!r}: expected an integer (set by the launcher, e.g. torchrun)") from None
-
-
 def world_size() -> int:
     """How many processes the launcher started (WORLD_SIZE; 1 without a launcher)."""
-    return _env_int("WORLD_SIZE", 1)
+    return launcher_int("WORLD_SIZE", 1)
 
 
 def rank() -> int:
-    return _env_int("RANK", 0)
+    return launcher_int("RANK", 0)
 
 
 def local_rank() -> int:
-    return _env_int("LOCAL_RANK", 0)
+    return launcher_int("LOCAL_RANK", 0)
 
 
 def one_host() -> bool:
     """Whether every process of the run is on this host (torchrun's LOCAL_WORLD_SIZE)."""
-    return _env_int("LOCAL_WORLD_SIZE", world_size()) == world_size()
+    return launcher_int("LOCAL_WORLD_SIZE", world_size()) == world_size()
 
 
 # -- sizes ---------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import json
 import signal
 from typing import Any, Callable, Protocol, Sequence
 
-from airlab.errors import EXIT_UNEXPECTED, AirlabError, MainFailed
+from airlab.errors import EXIT_UNEXPECTED, AirlabError, ConfigError, EnvironmentProblem, MainFailed
 
 MAIN = 0  # the rank of the main process: the one that writes
 
@@ -168,6 +168,38 @@ def _failure(e: BaseException) -> dict:
         message, hint, code = f"{type(e).__name__}: {e}", None, EXIT_UNEXPECTED
     first = (str(message).splitlines() or [""])[0]
     return {"ok": False, "message": first, "hint": hint, "exit_code": code}
+
+
+TIMEOUT_ENV = "AIRLAB_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 300.0  # how long a collective waits for a process that does not answer
+
+
+def collective_timeout_s(env=None) -> float:
+    """AIRLAB_DIST_TIMEOUT: seconds every backend's collectives wait for a process that does not
+    answer before they fail (ProcessLost); 300 when unset."""
+    import os
+
+    raw = (os.environ if env is None else env).get(TIMEOUT_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds") from None
+    if not value > 0:
+        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+def launcher_int(name: str, default: int | None = None) -> int | None:
+    """An integer a launcher sets (RANK, WORLD_SIZE, LOCAL_RANK); `default` when unset."""
+    import os
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise EnvironmentProblem(f"{name}={raw!r}: expected an integer (set by the launcher, e.g. torchrun)") from None
 
 
 def env_rank() -> int:

@@ -33,10 +33,10 @@ import numpy as np
 import tensorflow as tf
 
 from airlab.errors import ConfigError, EnvironmentProblem, ProcessLost, UsageError
+from airlab.train.process import collective_timeout_s
 
 REPLICAS_ENV = "AIRLAB_REPLICAS"
-TIMEOUT_ENV = "AIRLAB_DIST_TIMEOUT"  # the same variable as the torch backend's
-DEFAULT_TIMEOUT_S = 300.0
+timeout_s = collective_timeout_s  # AIRLAB_DIST_TIMEOUT, as on every backend (airlab.train.process)
 
 
 # -- what the environment asks for -----------------------------------------------------------------
@@ -51,17 +51,6 @@ def requested_replicas(env=None) -> int:
         raise UsageError(f"{REPLICAS_ENV}={raw!r}: expected a whole number of replicas, 1 or more",
                          hint="set it through `airlab train CONFIG --nproc N`, or unset it")
     return int(raw)
-
-
-def timeout_s(env=None) -> float:
-    raw = (os.environ if env is None else env).get(TIMEOUT_ENV, "").strip()
-    try:
-        value = float(raw) if raw else DEFAULT_TIMEOUT_S
-    except ValueError:
-        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds") from None
-    if not value > 0:
-        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
-    return value
 
 
 @dataclass(frozen=True)

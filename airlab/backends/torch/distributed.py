@@ -21,42 +21,21 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
-from airlab.errors import ConfigError, EnvironmentProblem, ProcessLost
+from airlab.errors import EnvironmentProblem, ProcessLost
+from airlab.train.process import collective_timeout_s, launcher_int
 
-TIMEOUT_ENV = "AIRLAB_DIST_TIMEOUT"
-DEFAULT_TIMEOUT_S = 300  # how long a collective waits for a process that does not answer
 _LAUNCH_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
-
-
-def timeout_s() -> float:
-    raw = os.environ.get(TIMEOUT_ENV, "")
-    try:
-        value = float(raw) if raw else DEFAULT_TIMEOUT_S
-    except ValueError:
-        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds") from None
-    if not value > 0:
-        raise ConfigError(f"{TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
-    return value
-
-
-def _env_int(name: str) -> int | None:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise EnvironmentProblem(f"{name}={raw!r}: expected an integer (set by the launcher, e.g. torchrun)") from None
+timeout_s = collective_timeout_s  # AIRLAB_DIST_TIMEOUT (airlab.train.process)
 
 
 def launched_world_size() -> int:
     """The world size the launcher's variables name (1 when none do)."""
-    return _env_int("WORLD_SIZE") or 1
+    return launcher_int("WORLD_SIZE") or 1
 
 
 def local_rank() -> int:
-    return _env_int("LOCAL_RANK") or 0
+    return launcher_int("LOCAL_RANK") or 0
 
 
 def _wants_cuda(config) -> bool:
@@ -111,7 +90,7 @@ def _restart_store(world: int) -> dict:
         return {}
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
                           timeout=timedelta(seconds=timeout_s()))
-    return {"store": dist.PrefixStore(f"airlab/restart-{restart}", store), "rank": _env_int("RANK"),
+    return {"store": dist.PrefixStore(f"airlab/restart-{restart}", store), "rank": launcher_int("RANK"),
             "world_size": world}
 
 
