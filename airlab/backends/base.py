@@ -151,6 +151,10 @@ class Backend(Protocol):
     def generate_tokens(self, prompt: np.ndarray, n_new: int, *, temperature: float = 1.0, top_k: int | None = None,
                         seed: int = 0) -> np.ndarray: ...
 
+    def close(self) -> None:
+        """The run has ended in this process: let go of what ties the backend to the other
+        processes (DDP's reducer) before the process group is taken down."""
+
     def environment(self) -> dict:
         """Framework versions and device facts for env.json (with the thread count requested,
         resolved and in force, and how it was derived)."""

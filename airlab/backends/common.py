@@ -241,6 +241,10 @@ class BackendCore(ABC):
                                            lambda: self._gpu_bf16(index))
         return kind, index
 
+    def close(self) -> None:
+        """Nothing ties a backend of one process to others; a backend that runs across processes
+        lets go of it here (airlab/backends/base.py)."""
+
     @property
     def precision_label(self) -> str:
         return self.PRECISION_LABELS[self.precision]

@@ -267,7 +267,11 @@ class Trainer:
         self.role = role if role is not None else process.role_for(self.backend_cls, config)
         if not self.role.is_main:  # progress and messages from the main process only
             self.reporter = Reporter(quiet=True)
-        self.share = _share(config, self.role.world_size)  # this process's examples of every batch
+        try:
+            self.share = _share(config, self.role.world_size)  # this process's examples of every batch
+        except ConfigError:
+            self.role.close(False)
+            raise
         self.sinks = sinks.Sinks()  # the run's sinks: built when it starts (the main process's)
         # a new run's directory is claimed (created) when the run starts, under its lock
         self.run_dir: Path | None = self.resume_dir or (Path(run_dir) if run_dir else None)
@@ -368,15 +372,21 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> RunResult:
         self._lock: rundir.RunLock | None = None
-        self.run_dir = Path(self.role.on_main(self._claim))  # every process agrees on the path
         self._discard = False
+        ok = False
         try:
-            return self._run_locked()
+            self.run_dir = Path(self.role.on_main(self._claim))  # every process agrees on the path
+            result = self._run_locked()
+            ok = True
+            return result
         finally:
             if self._lock is not None:
                 self._lock.release()
             if self._discard:  # a new run refused before it trained: it leaves no directory behind
                 shutil.rmtree(self.run_dir, ignore_errors=True)
+            if getattr(self, "backend", None) is not None:
+                self.backend.close()
+            self.role.close(ok)
 
     def _claim(self) -> str:
         """Main process: claim a new run's directory (or take the resumed run's) and lock it for

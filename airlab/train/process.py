@@ -49,6 +49,9 @@ class Collective(Protocol):
     def gather(self, data: bytes) -> list[bytes] | None:
         """Every process's `data`, in rank order, on the main process; None on the others."""
 
+    # optional: `close(ok: bool)`, called once when the run ends in this process (ok: every process
+    # reached the end together): a collective that made its process group takes it down
+
 
 class Local:
     """The role of a run of one process: rank 0 of 1, the main process; every decision is its own."""
@@ -80,6 +83,9 @@ class Local:
 
     def on_main(self, fn: Callable[..., Any], *args, **kwargs) -> Any:
         return fn(*args, **kwargs)
+
+    def close(self, ok: bool) -> None:
+        pass
 
     def __repr__(self) -> str:
         return "Local()"
@@ -148,6 +154,14 @@ class Group:
             raise
         self.agree({"ok": True, "value": value})
         return value
+
+    def close(self, ok: bool) -> None:
+        """The run has ended in this process: the backend's collective takes down the process group
+        it made, if any (after a last barrier when every process ended well), so that no process
+        exits with the group's threads still running."""
+        close = getattr(self.collective, "close", None)
+        if close is not None:
+            close(ok)
 
     def __repr__(self) -> str:
         return f"Group(rank={self.rank}, world_size={self.world_size})"

@@ -161,6 +161,7 @@ from airlab.config import load_config
 from airlab.train.loop import Trainer
 result = Trainer(load_config(config, sys.argv[5:]), run_dir=run).run()
 print(json.dumps({"main": result.is_main, "steps": result.summary["steps"]}))
+dist.destroy_process_group()  # the group's owner takes it down (Ray does, at the end of the function)
 """
 
 

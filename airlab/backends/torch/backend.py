@@ -93,6 +93,16 @@ class TorchBackend(common.BackendCore):
         that exists already), else None (airlab.train.process.role_for)."""
         return distributed.join(config)
 
+    def close(self) -> None:
+        """Drop DistributedDataParallel before the process group goes: left to the interpreter's
+        exit, its reducer's threads can outlive the group, and the process aborts ("terminate called
+        without an active exception") after a run that succeeded."""
+        if self._ddp is not None:
+            import gc
+
+            self._ddp = None
+            gc.collect()
+
     def _share_randomness(self) -> torch.Generator:
         """A run of several processes: the generator of the draws keyed to the global sample
         position (dropout masks, the VAE's noise; airlab/backends/torch/shard.py) starts, in every

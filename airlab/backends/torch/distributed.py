@@ -76,7 +76,7 @@ def join(config) -> "TorchCollective | None":
     except Exception as e:  # a rendezvous that failed or timed out
         raise ProcessLost(f"could not join the process group ({backend}, world size {world}): {_first_line(e)}",
                           hint="check MASTER_ADDR/MASTER_PORT and that every process was started") from None
-    return TorchCollective.over(dist.group.WORLD)
+    return TorchCollective.over(dist.group.WORLD, owned=True)
 
 
 def _restart_store(world: int) -> dict:
@@ -116,19 +116,32 @@ def lost(e: BaseException, what: str) -> ProcessLost:
 class TorchCollective:
     """airlab.train.process.Collective over torch.distributed: decisions on a gloo group."""
 
-    def __init__(self, group, rank: int, world_size: int, backend: str):
+    def __init__(self, group, rank: int, world_size: int, backend: str, *, owned: bool = False):
         self.group = group
         self.rank = rank
         self.world_size = world_size
         self.backend = backend  # the gradients' backend: "gloo" or "nccl"
+        self.owned = owned  # airlab made the process group (not Ray, say): airlab takes it down
+
+    def close(self, ok: bool) -> None:
+        """Take down the process group airlab made, after a last barrier when the run ended well in
+        every process (its threads must not outlive it at exit); best effort after a failure."""
+        if not self.owned or not dist.is_initialized():
+            return
+        try:
+            if ok:
+                dist.barrier(group=self.group)
+            dist.destroy_process_group()
+        except (RuntimeError, dist.DistError):
+            pass
 
     @classmethod
-    def over(cls, world) -> "TorchCollective":
+    def over(cls, world, *, owned: bool = False) -> "TorchCollective":
         backend = str(dist.get_backend(world))
         # decisions over gloo (CPU tensors, with a timeout) also when the gradients use nccl
         group = world if backend == "gloo" else dist.new_group(backend="gloo",
                                                                timeout=timedelta(seconds=timeout_s()))
-        return cls(group, dist.get_rank(), dist.get_world_size(), backend)
+        return cls(group, dist.get_rank(), dist.get_world_size(), backend, owned=owned)
 
     def all_reduce(self, values: Sequence[float], op: str) -> list[float]:
         t = torch.tensor([float(v) for v in values], dtype=torch.float64)
