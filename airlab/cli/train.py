@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from airlab.cli.common import human_bytes, invocation, out
-from airlab.errors import UsageError
+from airlab.errors import ProcessLost, UsageError
 
 
 def _print_dry_run(result) -> None:
@@ -141,7 +141,11 @@ def train(
             raise typer.Exit(code)
     trainer = loop.Trainer(cfg, run_dir=run_dir, resume=resume, argv=["airlab", *invocation()],
                            reporter=Reporter(out), allow_config_change=allow_config_change)
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    except ProcessLost:
+        loop.quiet_signals()  # the launcher's SIGTERM must not hide the error printed next
+        raise
     if not result.is_main:  # the other processes of a run of several print nothing
         return
     s = result.summary

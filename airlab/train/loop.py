@@ -123,6 +123,15 @@ def _load_data(config):
     return dataset
 
 
+def quiet_signals() -> dict:
+    """Another process of the run was lost: a launcher stops every process then (torchrun's agent,
+    with SIGTERM), and its signal must not hide why this process stopped, which it is about to
+    say. Returns the handlers it replaced (for signals.restore)."""
+    if threading.current_thread() is threading.main_thread():
+        return signals.install(lambda signum, frame: None)
+    return {}
+
+
 class _StopNow(SignalReceived):
     """A second stopping signal while training, raised from the handler: stop at once."""
 
@@ -153,8 +162,10 @@ class _Signals:
             raise _StopNow(signum)
         self.received = signum
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
         signals.restore(self._old)
+        if exc_type is not None and issubclass(exc_type, ProcessLost):
+            quiet_signals()  # until the run has ended in this process (Trainer.run puts them back)
 
 
 RESUME_SKIP_ENV = "AIRLAB_RESUME_SKIP"
@@ -374,11 +385,15 @@ class Trainer:
         self._lock: rundir.RunLock | None = None
         self._discard = False
         ok = False
+        handlers = {sig: signal.getsignal(sig) for sig in signals.HANDLED}
         try:
             self.run_dir = Path(self.role.on_main(self._claim))  # every process agrees on the path
             result = self._run_locked()
             ok = True
             return result
+        except ProcessLost:
+            quiet_signals()
+            raise
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -387,6 +402,10 @@ class Trainer:
             if getattr(self, "backend", None) is not None:
                 self.backend.close()
             self.role.close(ok)
+            if not ok and self.role.world_size > 1 and threading.current_thread() is threading.main_thread():
+                # as they were (a ProcessLost quieted them); the CLI quiets them again until it has
+                # printed the error (airlab/cli/train.py)
+                signals.restore({sig: h for sig, h in handlers.items() if h is not None})
 
     def _claim(self) -> str:
         """Main process: claim a new run's directory (or take the resumed run's) and lock it for

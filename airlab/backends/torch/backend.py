@@ -81,7 +81,14 @@ class TorchBackend(common.BackendCore):
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = self._make_optimizer() if training else None
         self.scaler = (torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 and training else None)
-        self._ddp = self._wrap_ddp() if self.world > 1 and training else None
+        self._ddp = None
+        if self.world > 1 and training:
+            try:
+                self._ddp = self._wrap_ddp()
+            except RuntimeError as e:  # its construction and warm-up are collectives
+                if distributed.is_collective_failure(e):
+                    raise distributed.lost(e, "the start of DistributedDataParallel") from None
+                raise
         self._lr = None
         self._acc: dict[str, torch.Tensor] = {}
         self._acc_n = 0
@@ -309,7 +316,12 @@ class TorchBackend(common.BackendCore):
         # reducer expects this backward pass and all-reduces the gradient buckets as they fill
         self._ddp.require_forward_param_sync = True
         self._ddp.reducer.prepare_for_backward([])
-        (self.scaler.scale(last) if self.scaler is not None else last).backward()  # averages the gradients
+        try:
+            (self.scaler.scale(last) if self.scaler is not None else last).backward()  # averages the gradients
+        except RuntimeError as e:
+            if distributed.is_collective_failure(e):
+                raise distributed.lost(e, "the gradient all-reduce") from None
+            raise
         return loss_total, parts_total
 
     def train_step(self, index: np.ndarray, lr: float, *, step: int | None = None) -> None:
@@ -409,9 +421,14 @@ class TorchBackend(common.BackendCore):
             return
         import torch.distributed as dist
 
-        with torch.no_grad():
-            for b in self.model.buffers():
-                dist.broadcast(b, 0)
+        try:
+            with torch.no_grad():
+                for b in self.model.buffers():
+                    dist.broadcast(b, 0)
+        except RuntimeError as e:
+            if distributed.is_collective_failure(e):
+                raise distributed.lost(e, "the broadcast of BatchNorm's statistics") from None
+            raise
 
     def _to_host(self, rows: list[list]) -> np.ndarray:
         return torch.stack([torch.stack(row) for row in rows]).cpu().double().numpy()

@@ -108,6 +108,16 @@ def _cause(e: BaseException) -> str:
     return text.split(". ", 1)[0][:200]
 
 
+def is_collective_failure(e: BaseException) -> bool:
+    """Whether a framework error is a collective that failed under this process (a peer died or
+    hung: gloo's "Connection reset by peer", NCCL's watchdog), not a bug."""
+    if isinstance(e, dist.DistError):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and any(w in text for w in ("gloo", "nccl", "connection reset",
+                                                                     "connection closed", "timed out"))
+
+
 def lost(e: BaseException, what: str) -> ProcessLost:
     """The error a process raises when a collective failed under it (a peer died or hung)."""
     return ProcessLost(f"another process of the run stopped answering during {what} ({_cause(e)})")
@@ -124,13 +134,13 @@ class TorchCollective:
         self.owned = owned  # airlab made the process group (not Ray, say): airlab takes it down
 
     def close(self, ok: bool) -> None:
-        """Take down the process group airlab made, after a last barrier when the run ended well in
-        every process (its threads must not outlive it at exit); best effort after a failure."""
-        if not self.owned or not dist.is_initialized():
+        """Take down the process group airlab made, after a last barrier, when the run ended well
+        in every process. After a failure the process exits as it is: taking down a group whose
+        peer died can wait on that peer, and the error must reach the user first."""
+        if not ok or not self.owned or not dist.is_initialized():
             return
         try:
-            if ok:
-                dist.barrier(group=self.group)
+            dist.barrier(group=self.group)
             dist.destroy_process_group()
         except (RuntimeError, dist.DistError):
             pass
