@@ -105,24 +105,41 @@ def test_a_batch_that_does_not_divide_among_the_replicas_is_one_line_exit_2(tmp_
     assert not run_dir.exists()
 
 
+def _background(*argv, env: dict) -> subprocess.Popen:
+    """`python -m airlab ARGV` started and left running (as conftest.spawn runs it): two runs that
+    do not depend on each other share the cores instead of taking turns."""
+    full = dict(os.environ, COLUMNS="200", PYTHONDONTWRITEBYTECODE="1", **env)
+    full.pop("AIRLAB_DEBUG", None)
+    return subprocess.Popen([sys.executable, "-m", "airlab", *map(str, argv)], cwd=REPO, env=full,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=240)
+    return proc.returncode, err
+
+
 def test_resume_under_two_replicas_is_bitwise_and_another_count_is_noticed(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    train(whole, "mlp", [], TWO, settings=RESUMABLE)
     config, overrides = case("mlp", eval_every=20)
+    uninterrupted = _background("train", config, *overrides, *RESUMABLE, *TF, "--run-dir", whole, env=TWO)
     r = spawn("train", config, *overrides, *RESUMABLE, *TF, "--run-dir", killed,
               env={**TWO, "AIRLAB_FAULT": "kill_at_step:6"})
     assert r.code == -signal.SIGKILL, (r.code, r.err)
     other = tmp_path / "other"
     shutil.copytree(killed, other)
+    # the same checkpoint resumed on one device, beside it: the data position carries over; the run
+    # says that the numerics changed (the order of the gradient sums)
+    on_one = _background("train", "--resume", other, env={})
     r = spawn("train", "--resume", killed, env=TWO)
     assert r.code == 0, r.err
+    code, err = _finish(uninterrupted)
+    assert code == 0, err
     assert summary(killed)["resumed_at_step"] == 4
     assert summary(killed)["weights_sha256"] == summary(whole)["weights_sha256"]
-    # the same checkpoint resumed on one device: the data position carries over; the run says
-    # that the numerics changed (the order of the gradient sums)
-    r = spawn("train", "--resume", other)
-    assert r.code == 0, r.err
-    assert "replicas 2 -> 1" in r.err
+    code, err = _finish(on_one)
+    assert code == 0, err
+    assert "replicas 2 -> 1" in err
     assert summary(other)["steps"] == 12 and summary(other)["resumed_at_step"] == 4
 
 
@@ -294,13 +311,15 @@ def test_multiworker_training_writes_once_from_the_chief_and_equals_the_replicas
     worker writes nothing and prints nothing; the weights equal those of 2 MirroredStrategy
     replicas bitwise (a sum of two numbers has one order)."""
     mirrored = tmp_path / "mirrored"
-    train(mirrored, "mlp", [], TWO, settings=RESUMABLE)
-    run_dir = tmp_path / "shared" / "run"
     config, overrides = case("mlp", eval_every=20)
+    reference = _background("train", config, *overrides, *RESUMABLE, *TF, "--run-dir", mirrored, env=TWO)
+    run_dir = tmp_path / "shared" / "run"
     w0, w1 = tmp_path / "w0", tmp_path / "w1"
     results = workers(["train", config, *overrides, *RESUMABLE, *TF, "--run-dir", run_dir], [w0, w1])
     for code, _, err in results:
         assert code == 0, err
+    code, err = _finish(reference)
+    assert code == 0, err
     assert "run directory:" in results[0][1] and not results[1][1].strip()
     assert summary(run_dir)["weights_sha256"] == summary(mirrored)["weights_sha256"]
     assert summary(run_dir)["world_size"] == 2

@@ -197,10 +197,20 @@ LONG = [*SHAPES_TINY, *NUMERICS, *SGD, "model.hidden=[32]", "model.dropout=0.3",
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
+    """The weights digest of the uninterrupted run of 2 processes: started at once, and waited for
+    only when a test asks (it runs beside the first test's own run)."""
     run = tmp_path_factory.mktemp("whole") / "run"
-    r = airlab("train", CONFIGS / "mlp.yaml", *LONG, "--nproc", 2, "--run-dir", run)
-    assert r.returncode == 0, r.stderr
-    return summary(run)["weights_sha256"]
+    proc = start("train", CONFIGS / "mlp.yaml", *LONG, "--nproc", 2, "--run-dir", run)
+
+    def digest() -> str:
+        if proc.returncode is None:
+            out, err = proc.communicate(timeout=HANG_GUARD_S)
+            assert proc.returncode == 0, err
+        return summary(run)["weights_sha256"]
+
+    yield digest
+    if proc.poll() is None:
+        proc.kill()
 
 
 def _rank_pid(launcher: subprocess.Popen, rank: int) -> int:
@@ -233,7 +243,7 @@ def test_kill_9_of_one_process_stops_the_others_and_the_run_resumes_bitwise(tmp_
 
     r = airlab("train", "--resume", run, "--nproc", 2)
     assert r.returncode == 0, r.stderr
-    assert summary(run)["weights_sha256"] == uninterrupted
+    assert summary(run)["weights_sha256"] == uninterrupted()
 
 
 def test_with_max_restarts_the_agent_restarts_the_group_and_it_resumes_by_itself(tmp_path, uninterrupted):
@@ -245,7 +255,7 @@ def test_with_max_restarts_the_agent_restarts_the_group_and_it_resumes_by_itself
     assert r.returncode == 0, r.stderr
     s = summary(run)
     assert s["resumed_at_step"] == 30 and s["steps"] == 150
-    assert s["weights_sha256"] == uninterrupted
+    assert s["weights_sha256"] == uninterrupted()
 
 
 def test_sigterm_to_the_launcher_saves_one_step_for_every_process_and_resumes_bitwise(tmp_path, uninterrupted):
@@ -268,7 +278,7 @@ def test_sigterm_to_the_launcher_saves_one_step_for_every_process_and_resumes_bi
     shutil.copytree(run, copy)
     r = airlab("train", "--resume", run, "--nproc", 2)
     assert r.returncode == 0, r.stderr
-    assert summary(run)["weights_sha256"] == uninterrupted
+    assert summary(run)["weights_sha256"] == uninterrupted()
 
     # under another world size: the data position carries over, and the run says what does not
     r = airlab("train", "--resume", copy)
