@@ -169,7 +169,6 @@ class _Signals:
 
 
 RESUME_SKIP_ENV = "AIRLAB_RESUME_SKIP"
-LAUNCHED_ENV = "AIRLAB_NPROC"  # set by `airlab train --nproc N` for the processes it starts
 # the parts of a checkpoint the backend restores, every backend's RNG parts among them (the table's)
 _BACKEND_PARTS = frozenset({"model", "optimizer"}.union(*(row.rng_parts for row in table.ROWS)))
 _RESUME_PARTS = _BACKEND_PARTS | {"python_rng", "numpy_rng", "counters"}
@@ -579,7 +578,7 @@ class Trainer:
         import os
 
         plain = f"airlab train --resume {self.run_dir}"
-        launched = os.environ.get(LAUNCHED_ENV, "")
+        launched = os.environ.get(process.LAUNCHED_ENV, "")
         replicas = int(getattr(getattr(self, "backend", None), "local_replicas", 1) or 1)
         if launched.isdigit() and int(launched) > 1:
             return f"{plain} --nproc {launched}"

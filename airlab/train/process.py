@@ -184,6 +184,7 @@ def _failure(e: BaseException) -> dict:
     return {"ok": False, "message": first, "hint": hint, "exit_code": code}
 
 
+LAUNCHED_ENV = "AIRLAB_NPROC"  # set by `airlab train --nproc N` (PyTorch) for the processes it starts
 TIMEOUT_ENV = "AIRLAB_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0  # how long a collective waits for a process that does not answer
 

@@ -15,11 +15,10 @@ import signal
 import sys
 
 from airlab.errors import EXIT_ENVIRONMENT, EXIT_UNEXPECTED, UsageError
+from airlab.train import threads
+from airlab.train.process import LAUNCHED_ENV
 
 UNIT = "processes"  # what --nproc counts on this backend (the batch is split among them)
-from airlab.train import threads
-
-RESTART_ENV = "TORCHELASTIC_RESTART_COUNT"  # set by the elastic agent in every process it (re)starts
 
 
 def _quiet_agent():
@@ -55,7 +54,7 @@ def launch(nproc: int, argv: list[str], *, max_restarts: int = 0) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    os.environ["AIRLAB_NPROC"] = str(nproc)  # the processes' hints say how to resume: --nproc N
+    os.environ[LAUNCHED_ENV] = str(nproc)  # the processes' hints say how to resume: --nproc N
     if "OMP_NUM_THREADS" not in os.environ:  # share the cores (torchrun itself would set 1)
         os.environ["OMP_NUM_THREADS"] = str(max(1, threads.usable_cores() // nproc))
     args = get_args_parser().parse_args(torchrun_args(nproc, argv, max_restarts=max_restarts))
