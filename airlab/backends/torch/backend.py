@@ -65,6 +65,8 @@ class TorchBackend(common.BackendCore):
         self.model = build(self.spec, dataset.info).to(self.torch_device)
         self.rank, self.world = distributed.rank_world()
         self._shared_generator = self._share_randomness() if self.world > 1 else None
+        if self.world == 1:  # (the module's state outlives a run: a process may train again, alone)
+            shard.configure(0, 1, None)
         self.channels_last = self.torch_device.type == "cuda" and any(
             isinstance(m, torch.nn.Conv2d) for m in self.model.modules())
         if self.channels_last:
