@@ -77,6 +77,15 @@ class ProcessLost(EnvironmentProblem):
     the newest checkpoint is whole (checkpoints are written between collectives)."""
 
 
+class Reported(AirlabError):
+    """A failure already reported where it happened (the processes a launcher started printed
+    their own lines): the command exits with its code and prints nothing more."""
+
+    def __init__(self, exit_code: int):
+        super().__init__("")
+        self.exit_code = int(exit_code)
+
+
 class TrainingDiverged(AirlabError):
     exit_code = EXIT_DIVERGED
 

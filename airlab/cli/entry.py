@@ -15,7 +15,8 @@ def main() -> None:
     try:
         from airlab.cli.main import run
     except signals.SignalReceived as e:
-        sys.stderr.write(f"error: interrupted ({e.name})\n")
+        if os.environ.get("RANK", "0").strip() in ("", "0"):  # one line for a run of several processes
+            sys.stderr.write(f"error: interrupted ({e.name})\n")
         sys.exit(signals.exit_code(e.signum))
     code = run(sys.argv[1:])
     # the command has ended and said so: a signal while Python shuts down (a launcher stopping

@@ -23,7 +23,7 @@ from airlab.cli import train as train_cmd
 from airlab.cli import validate as validate_cmd
 from airlab import signals
 from airlab.errors import (EXIT_ENVIRONMENT, EXIT_PIPE, EXIT_SIGINT, EXIT_UNEXPECTED, EXIT_USAGE, AirlabError,
-                           environment_cause, first_line)
+                           Reported, environment_cause, first_line)
 from airlab.train.progress import silence_closed_output
 
 app = typer.Typer(
@@ -60,6 +60,13 @@ app.command("bench")(bench_cmd.bench)
 
 def _debug() -> bool:
     return os.environ.get("AIRLAB_DEBUG", "") not in ("", "0", "false", "no")
+
+
+def _not_main() -> bool:
+    """Whether this is a process other than the main one of a run of several (its launcher's RANK)."""
+    from airlab.train.process import env_rank
+
+    return env_rank() != 0
 
 
 def _said_by_main(e: AirlabError) -> bool:
@@ -141,16 +148,18 @@ def _run(argv: list[str] | None) -> int:
         # Typer returns (does not raise) the code of a typer.Exit, and 130 for a KeyboardInterrupt
         code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
         if code == EXIT_SIGINT:
-            return _fail("interrupted", None, EXIT_SIGINT)
+            return EXIT_SIGINT if _not_main() else _fail("interrupted", None, EXIT_SIGINT)
         return code
-    except signals.SignalReceived as e:
+    except signals.SignalReceived as e:  # every process of a run meets it: the main process says so
+        if _not_main():
+            return signals.exit_code(e.signum)
         return _fail(f"interrupted ({e.name})", None, signals.exit_code(e.signum))
     except AirlabError as e:
         if _debug():
             import traceback
 
             traceback.print_exc()
-        if _said_by_main(e):
+        if isinstance(e, Reported) or _said_by_main(e):
             return e.exit_code
         return _fail(e.message, e.hint, e.exit_code, e.details)
     except typer.Exit as e:
@@ -161,7 +170,7 @@ def _run(argv: list[str] | None) -> int:
         ctx_cmd = getattr(getattr(e, "ctx", None), "command_path", "airlab")
         return _fail(e.format_message(), f"see `{ctx_cmd} --help`", EXIT_USAGE)
     except KeyboardInterrupt:
-        return _fail("interrupted", None, EXIT_SIGINT)
+        return EXIT_SIGINT if _not_main() else _fail("interrupted", None, EXIT_SIGINT)
     except BrokenPipeError:  # the reader went away: stop quietly, as Unix tools do
         silence_closed_output()
         return EXIT_PIPE

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from airlab.cli.common import human_bytes, invocation, out
-from airlab.errors import ProcessLost, UsageError
+from airlab.errors import ProcessLost, Reported, UsageError
 
 
 def _print_dry_run(result) -> None:
@@ -137,8 +137,10 @@ def train(
         return
     if nproc is not None:
         code = _launch(cfg if cfg is not None else loop.load_run_config(resume), nproc, max_restarts, run_dir)
+        if code:  # the processes said what went wrong (and the launcher which one was killed)
+            raise Reported(code)
         if code is not None:
-            raise typer.Exit(code)
+            return
     trainer = loop.Trainer(cfg, run_dir=run_dir, resume=resume, argv=["airlab", *invocation()],
                            reporter=Reporter(out), allow_config_change=allow_config_change)
     try:

@@ -287,6 +287,20 @@ def test_sigterm_to_the_launcher_saves_one_step_for_every_process_and_resumes_bi
     assert summary(copy)["steps"] == 150 and summary(copy)["world_size"] == 1
 
 
+@pytest.mark.parametrize("after", [0.3, 2.0])
+def test_sigterm_to_the_launcher_while_it_starts_is_exit_143_and_one_line(tmp_path, after):
+    """Before, while and after the processes start: every moment gets the signal's code and one
+    line, from one process (the launcher, or rank 0), never one per process."""
+    launcher = start("train", CONFIGS / "mlp.yaml", *SHAPES_TINY, "data.batch_size=16", "train.epochs=null",
+                     "train.steps=3000", "--nproc", 2, "--run-dir", tmp_path / "run")
+    time.sleep(after)
+    launcher.send_signal(signal.SIGTERM)
+    out, err = launcher.communicate(timeout=HANG_GUARD_S)
+    assert launcher.returncode == 143, err
+    assert len(errors(err)) == 1, err
+    assert "process 1" not in err and "Traceback" not in err
+
+
 # -- decisions taken together, errors said once ----------------------------------------------------
 
 def test_a_nan_and_an_out_of_memory_on_one_process_are_handled_by_both(tmp_path):

@@ -41,8 +41,12 @@ def _restore_loggers(saved: dict) -> None:
 
 def torchrun_args(nproc: int, argv: list[str], *, max_restarts: int = 0) -> list[str]:
     """torchrun's command line for N local processes of `python -m airlab ARGV`."""
+    # the agent handles these signals in this process (and passes them on to every process); one
+    # this process was started with ignored (nohup, a background job) stays ignored, as everywhere
+    handled = [name for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+               if signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN]
     return ["--standalone", "--nnodes=1", f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}",
-            "--monitor-interval=0.2", "-m", "airlab", *argv]
+            "--monitor-interval=0.2", f"--signals-to-handle={','.join(handled)}", "-m", "airlab", *argv]
 
 
 def launch(nproc: int, argv: list[str], *, max_restarts: int = 0) -> int:
