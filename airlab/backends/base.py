@@ -21,6 +21,7 @@ import numpy as np
 if TYPE_CHECKING:
     from airlab.faults import Faults
     from airlab.train.process import Collective, Role
+    from airlab.train.order import BatchOrder
     from airlab.train.threads import ThreadPlan
 
 
@@ -74,6 +75,9 @@ class Backend(Protocol):
     process: "Role"  # the process role (airlab.train.process): Local() unless the run loop sets the
     #                   Group of a run of several processes; evaluation is shared among them and the
     #                   in-step decisions (out of memory, a non-finite loss) are taken together
+    placement: str  # "device": every split on the device (the fast path); "stream": batches gathered
+    #                 on the host and prefetched (data.placement, chosen when the backend is built)
+    placement_reason: str  # why, in words (the log's data line, env.json)
 
     @classmethod
     def collective(cls, config) -> "Collective | None":
@@ -85,6 +89,10 @@ class Backend(Protocol):
         the data on the device; `training=False` (sampling) builds no optimizer. In a run of several
         processes every process builds the same model (the same seed) and computes its share of
         each batch (`train_step` receives that share)."""
+
+    def set_order(self, order: "BatchOrder") -> None:
+        """The run's batches to come (airlab.train.order.BatchOrder), before the first train_step:
+        the streaming path prefetches them, augmentation reads each step's epoch."""
 
     # training
     def train_step(self, index: np.ndarray, lr: float, *, step: int | None = None) -> None:
@@ -145,6 +153,10 @@ class Backend(Protocol):
 
     # samples
     def generate_images(self, n: int, seed: int) -> np.ndarray: ...
+
+    def predict(self, split: str, idx: np.ndarray) -> np.ndarray:
+        """A classifier's predicted classes (int64) for the examples at `idx` of `split`, read as
+        evaluation reads them (scaled and normalised, never augmented)."""
 
     def reconstruct(self, x: np.ndarray) -> np.ndarray: ...
 

@@ -17,7 +17,7 @@ What a backend supplies:
 - forward passes: `_eval_scope()`, `_eval_forward(split, idx, number)` (evaluation) and
   `_probe_layers(probe)`, `_tensor_facts(x)`, `_param_facts()` (the summary);
 - tensor -> host: `_to_host(rows)`, `_read_train_sums()`, `_write_train_sums(...)`;
-- `_split_length(split)`: rows (or tokens) of a split on the device.
+- `_split_length(split)`: rows (or tokens) of a split, in either placement.
 
 The hot path (train_step, and the on-device adds of the metric sums inside it) stays in each
 backend: nothing here runs per step.
@@ -203,6 +203,33 @@ def weighted_means(keys: list[str], table: np.ndarray, counts: Iterable[int]) ->
     return {k: float(v) / total for k, v in zip(keys, sums)}
 
 
+# -- where the data lives: the fast path or streaming ------------------------------------------
+
+FIT_FRACTION = 0.5  # the fast path when every split takes at most this share of the free memory
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def choose_placement(requested: str, data_bytes: int, free_bytes: int | None, where: str) -> tuple[str, str]:
+    """("device" | "stream", why) for `data.placement`. auto: the fast path (every split on the
+    device, batches gathered there) when the data takes at most FIT_FRACTION of the memory free
+    on the device (`free_bytes`; None: unknown, then the fast path), else streaming (batches
+    gathered on the host from the memory-mapped cache and prefetched)."""
+    if requested in ("device", "stream"):
+        return requested, f"data.placement: {requested} ({_size(data_bytes)} of data)"
+    if free_bytes is None:
+        return "device", f"{_size(data_bytes)} of data; the free memory of {where} is unknown"
+    verdict = "fits in" if data_bytes <= FIT_FRACTION * free_bytes else "does not fit in"
+    mode = "device" if verdict == "fits in" else "stream"
+    return mode, f"{_size(data_bytes)} of data {verdict} {FIT_FRACTION:.0%} of the {_size(free_bytes)} free on {where}"
+
+
 # -- the base class ------------------------------------------------------------------------------
 
 
@@ -221,6 +248,9 @@ class BackendCore(ABC):
     mps_refusal: str | None = None  # the hint when this backend never runs on mps; None: it may
     PRECISION_LABELS = {p: p for p in PRECISIONS}  # how the backend names each precision
     local_replicas = 1  # devices this process splits its share of a batch among (tf.distribute's replicas)
+    order = None  # airlab.train.order.BatchOrder: the run loop's batches (set_order); None outside a run
+    placement = "device"  # "device": the fast path; "stream": host gather + prefetch (choose_placement)
+    placement_reason = ""
 
     def __init__(self, config, dataset, task, *, training: bool = True) -> None:
         self.config, self.dataset, self.task = config, dataset, task
@@ -244,6 +274,47 @@ class BackendCore(ABC):
     def close(self) -> None:
         """Nothing ties a backend of one process to others; a backend that runs across processes
         lets go of it here (airlab/backends/base.py)."""
+
+    # -- data: placement, augmentation, the batches to come ------------------------------------
+    def _choose_placement(self, where: str) -> str:
+        """Set and return self.placement ("device" | "stream") from data.placement and the data's
+        size against `_memory_free()`; self.placement_reason says why (for the log and env.json)."""
+        self.placement, self.placement_reason = choose_placement(
+            self.config.data.placement, self.dataset.nbytes, self._memory_free(), where)
+        return self.placement
+
+    def _memory_free(self) -> int | None:
+        """Bytes free on this backend's device (None: unknown). A backend overrides it."""
+        return None
+
+    def set_order(self, order) -> None:
+        """The run loop's BatchOrder: which examples each step trains on (the streaming path
+        prefetches them; augmentation reads each step's epoch)."""
+        self.order = order
+
+    def epoch_of(self, step: int | None) -> int:
+        """The epoch of `step` (1-based, as train_step receives it); 0 outside a run."""
+        if self.order is None or not step:
+            return 0
+        return self.order.epoch_of(step - 1)
+
+    @property
+    def augment(self):
+        """data.augment when it changes the images (random crop, flip), else None."""
+        from airlab.data import augment as augment_module
+
+        a = self.config.data.augment
+        return a if augment_module.active(a) else None
+
+    def augment_grid(self, index: np.ndarray, step: int | None, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows (B, H) and columns (B, W) of the zero-padded images that the augmented training
+        images at `index` read (airlab.data.augment): a pure function of (seed, epoch, index)."""
+        from airlab.data import augment as augment_module
+
+        a = self.augment
+        dy, dx, fl = augment_module.params(self.config.seed, self.epoch_of(step), index,
+                                           crop=a.random_crop, flip=a.horizontal_flip)
+        return augment_module.source_grid(dy, dx, fl, h, w, a.random_crop)
 
     @property
     def precision_label(self) -> str:
@@ -337,7 +408,7 @@ class BackendCore(ABC):
 
     @abstractmethod
     def _split_length(self, split: str) -> int:
-        """Rows (or tokens, for windows) of a split as it lies on the device."""
+        """Rows (or tokens, for windows) of a split, in either placement (device or stream)."""
 
     @abstractmethod
     def _eval_scope(self) -> AbstractContextManager:

@@ -15,6 +15,7 @@ import typer
 from airlab import __version__
 from airlab.cli import bench as bench_cmd
 from airlab.cli import convert as convert_cmd
+from airlab.cli import data as data_cmd
 from airlab.cli import doctor as doctor_cmd
 from airlab.cli import models as models_cmd
 from airlab.cli import sample as sample_cmd
@@ -56,6 +57,7 @@ app.command("convert")(convert_cmd.convert)
 app.command("doctor")(doctor_cmd.doctor)
 app.command("setup")(setup_cmd.setup)
 app.command("bench")(bench_cmd.bench)
+app.add_typer(data_cmd.app, name="data")
 
 
 def _debug() -> bool:

@@ -20,14 +20,45 @@ class _Section(BaseModel):
     _no_bools = model_validator(mode="before")(classmethod(refuse_bools))
 
 
+class AugmentConfig(_Section):
+    random_crop: int = Field(0, ge=0, le=64, description="pad each side by N pixels (zeros) and crop back at a random "
+                                                         "offset; 0: off")
+    horizontal_flip: bool = Field(False, description="mirror half of the training images left-right")
+
+
+# the user's own data, by kind (airlab/data/: one loader file each); data.path names the file or folder
+USER_KINDS = ("folder", "npz", "text", "csv", "parquet")
+_NOT_IMAGES = ("text", "csv", "parquet", "pycorpus", "tinyshakespeare")  # augment and normalize: images only
+
+
 class DataConfig(_Section):
-    name: str = Field("shapes", description="dataset name (see the README's Datasets section)")
-    path: str | None = Field(None, description="directory holding the dataset's files (air-gapped use)")
+    name: str = Field("shapes", description="dataset name, or a kind of your own data: folder, npz, text, csv, "
+                                            "parquet (see the README's Datasets and Your own data)")
+    path: str | None = Field(None, description="your data (file or folder); for a built-in dataset, the directory "
+                                               "holding its files (air-gapped use)")
     batch_size: int = Field(128, ge=1, description="training batch size")
     eval_batch_size: int | None = Field(None, ge=1, description="evaluation batch size (default: 4x batch_size)")
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="fraction of train held out for validation")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of train held out for validation (0: "
+                                                                 "train on every example, no validation)")
+    test_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="your data without a test split: fraction of train "
+                                                                  "held out for testing")
     size: int | None = Field(None, ge=1, description="number of training samples of a generated dataset")
     limit: int | None = Field(None, ge=1, description="use only the first N training samples (smoke runs)")
+    image_size: tuple[int, int] | None = Field(None, description="folder: resize every image to [H, W]")
+    channels: Literal[1, 3] | None = Field(None, description="folder: convert images to 1 (grayscale) or 3 (RGB) "
+                                                             "channels (default: 1 when every image is grayscale)")
+    tokenizer: Literal["char", "bpe"] = Field("char", description="text: characters, or byte-level BPE trained on "
+                                                                 "the training text")
+    vocab_size: int = Field(512, ge=260, le=65536, description="text with tokenizer: bpe: the vocabulary size")
+    label: str = Field("label", min_length=1, description="csv/parquet: the label column")
+    features: list[str] | None = Field(None, description="csv/parquet: the feature columns (default: all but the "
+                                                         "label)")
+    augment: AugmentConfig | None = Field(None, description="images: random crop and flip while training")
+    normalize: bool = Field(False, description="images: subtract the training split's per-channel mean, divide "
+                                               "by its std")
+    placement: Literal["auto", "device", "stream"] = Field(
+        "auto", description="device: every split on the device (the fast path); stream: batches gathered on the "
+                            "host and prefetched; auto: the device when the data fits")
 
     @field_validator("name")
     @classmethod
@@ -39,6 +70,42 @@ class DataConfig(_Section):
             raise ValueError(f"unknown dataset {v!r}" + (f"; {suggestion}" if suggestion else "")
                              + f" (known: {', '.join(dataset_names())})")
         return v
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, v):
+        if v is not None and min(v) < 1:
+            raise ValueError(f"Expected two positive integers [H, W]. Received: image_size={list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _kinds(self) -> "DataConfig":
+        user = self.name in USER_KINDS
+        if user and not self.path:
+            raise ValueError(f"data.name: {self.name} reads your own data: give data.path (the "
+                             + ("folder" if self.name == "folder" else "file or folder" if self.name == "text"
+                                else "file") + ")")
+        wrong = []
+        if self.name != "folder":
+            wrong += [k for k in ("image_size", "channels") if getattr(self, k) is not None]
+        if self.name != "text" and self.tokenizer != "char":
+            wrong.append("tokenizer")
+        if self.name not in ("csv", "parquet"):
+            wrong += [k for k in ("features",) if getattr(self, k) is not None]
+            if self.label != "label":
+                wrong.append("label")
+        if not user and self.test_fraction:
+            wrong.append("test_fraction")
+        if self.name in _NOT_IMAGES:
+            wrong += [k for k in ("augment", "normalize") if getattr(self, k)]
+        if wrong:
+            raise ValueError(f"data.{wrong[0]} does not apply to data.name: {self.name}"
+                             + (" (image_size and channels: folder; tokenizer: text; label and features: csv, "
+                                "parquet; test_fraction: your own data; augment and normalize: images)"))
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"data.val_fraction + data.test_fraction must be below 1 (they leave nothing to train "
+                             f"on). Received: {self.val_fraction} + {self.test_fraction}")
+        return self
 
 
 class EarlyStoppingConfig(_Section):

@@ -52,24 +52,42 @@ _REGISTRY: dict[str, tuple[str, str]] = {
                         "Shakespeare, 1,115,394 characters, 65 distinct (download)"),
 }
 
+# The user's own data, one loader file per kind: `load(options, *, seed) -> Dataset`, where
+# `options` is the config's `data` section (path, val_fraction, test_fraction, limit and the
+# kind's own keys). Each builds its Dataset with airlab.data.splits, so it is split as above.
+_USER_KINDS: dict[str, tuple[str, str]] = {
+    "folder": ("airlab.data.folder:load",
+               "your images: DIR/<class>/* or DIR/{train,val,test}/<class>/* (png, jpg, bmp, gif, webp)"),
+    "npz": ("airlab.data.npz:load", "your arrays: a .npz with x_train, y_train (and x_val, y_val, x_test, y_test)"),
+    "text": ("airlab.data.textfile:load", "your text: a UTF-8 file or a folder of them (characters or BPE)"),
+    "csv": ("airlab.data.table:load_csv", "your table: a CSV file with a label column"),
+    "parquet": ("airlab.data.table:load_parquet", "your table: a Parquet file with a label column (needs pyarrow)"),
+}
+
 
 def dataset_names() -> list[str]:
-    """The names `load_dataset` accepts, sorted."""
-    return sorted(_REGISTRY)
+    """The names `load_dataset` accepts, sorted: the built-in datasets and the user kinds."""
+    return sorted({**_REGISTRY, **_USER_KINDS})
+
+
+def user_kinds() -> list[str]:
+    """The kinds of the user's own data (data.name: folder, npz, text, csv, parquet)."""
+    return list(_USER_KINDS)
 
 
 def describe_datasets() -> dict[str, str]:
     """name -> one-line description, sorted by name."""
-    return {name: _REGISTRY[name][1] for name in dataset_names()}
+    both = {**_REGISTRY, **_USER_KINDS}
+    return {name: both[name][1] for name in dataset_names()}
 
 
 def _loader(name: str) -> Callable[..., RawData]:
-    if name not in _REGISTRY:
+    if name not in _REGISTRY and name not in _USER_KINDS:
         close = difflib.get_close_matches(str(name), dataset_names(), n=1)
         guess = f"; did you mean {close[0]!r}?" if close else ""
         raise DataError(f"unknown dataset {name!r}{guess}",
                         hint="known datasets: " + ", ".join(dataset_names()))
-    module, _, func = _REGISTRY[name][0].partition(":")
+    module, _, func = (_REGISTRY.get(name) or _USER_KINDS[name])[0].partition(":")
     return getattr(importlib.import_module(module), func)
 
 
@@ -77,11 +95,11 @@ def _check_args(val_fraction: float, seed: int, size: int | None, limit: int | N
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise DataError(f"Expected `seed` a non-negative integer. Received: seed={seed!r}")
     try:
-        ok = 0.0 < float(val_fraction) < 1.0
+        ok = 0.0 <= float(val_fraction) < 1.0
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise DataError(f"Expected `val_fraction` in (0, 1). Received: val_fraction={val_fraction!r}")
+        raise DataError(f"Expected `val_fraction` in [0, 1). Received: val_fraction={val_fraction!r}")
     for label, value in (("size", size), ("limit", limit)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
                                   or value < 1):
@@ -98,9 +116,9 @@ def _to_float(x: np.ndarray) -> np.ndarray:
 
 def _split_images(raw: RawData, val_fraction: float, seed: int, limit: int | None):
     n = int(raw.x.shape[0])
-    if n < 2:
+    if n < 2 and val_fraction > 0:
         raise DataError(f"need at least 2 training samples to carve a validation split, found {n}")
-    n_val = min(max(int(round(n * val_fraction)), 1), n - 1)
+    n_val = min(max(int(round(n * val_fraction)), 1), n - 1) if val_fraction > 0 else 0
     perm = np.random.default_rng(seed).permutation(n)
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     if limit is not None:
@@ -126,9 +144,9 @@ def _split_text(raw: RawData, val_fraction: float, limit: int | None):
     codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
     ids = lut[codes]
     n = ids.shape[0]
-    if n < 2:
+    if n < 2 and val_fraction > 0:
         raise DataError(f"need at least 2 characters of text to carve a validation split, found {n}")
-    n_train = min(max(int(n * (1.0 - val_fraction)), 1), n - 1)
+    n_train = min(max(int(n * (1.0 - val_fraction)), 1), n - 1) if val_fraction > 0 else n
     train, val = ids[:n_train], ids[n_train:]
     if limit is not None:
         train, val = train[:limit], val[:limit]
@@ -136,7 +154,7 @@ def _split_text(raw: RawData, val_fraction: float, limit: int | None):
 
 
 def load_dataset(name: str, *, path: str | None = None, val_fraction: float = 0.1, seed: int = 0,
-                 size: int | None = None, limit: int | None = None) -> Dataset:
+                 size: int | None = None, limit: int | None = None, options=None) -> Dataset:
     """Load a dataset by name as numpy arrays with train/val(/test) splits.
 
     path: a directory holding the dataset's files (checked before `data_dir()/<name>/`).
@@ -145,8 +163,14 @@ def load_dataset(name: str, *, path: str | None = None, val_fraction: float = 0.
     size: number of training samples for generated datasets (characters for pycorpus); ignored
         for datasets read from files.
     limit: keep only the first `limit` train samples and at most `limit` val/test samples.
+    options: the config's `data` section; the user kinds read their own keys from it (and path,
+        val_fraction, limit from it rather than the arguments).
     """
     _check_args(val_fraction, seed, size, limit)
+    if name in _USER_KINDS:
+        if options is None:
+            raise DataError(f"data.name: {name} reads your own data and needs the config's data section")
+        return _loader(name)(options, seed=int(seed))
     raw = _loader(name)(path=path, size=size)
     extra = dict(raw.extra)
     extra.update(val_fraction=float(val_fraction), seed=int(seed), limit=limit)
@@ -157,6 +181,11 @@ def load_dataset(name: str, *, path: str | None = None, val_fraction: float = 0.
     train, val, test = _split_images(raw, val_fraction, seed, limit)
     names = raw.class_names
     num_classes = len(names) if names else int(np.max(raw.y)) + 1
-    return Dataset(name=name, kind="image", train=train, val=val, test=test, num_classes=num_classes,
-                   class_names=list(names) if names else None, source=raw.source, extra=extra,
-                   unverified=list(raw.unverified))
+    ds = Dataset(name=name, kind="image", train=train, val=val, test=test, num_classes=num_classes,
+                 class_names=list(names) if names else None, source=raw.source, extra=extra,
+                 unverified=list(raw.unverified))
+    if options is not None and getattr(options, "normalize", False):
+        from airlab.data.splits import channel_stats
+
+        ds.mean, ds.std = channel_stats(ds.train)
+    return ds

@@ -91,7 +91,7 @@ def convert_run(run_dir: Path, to: str, out: Path | None = None, argv: list[str]
     cls = backend_class(to)  # exit 4 with the install command when the target framework is missing
     d = target_config.data
     dataset = load_dataset(d.name, path=d.path, val_fraction=d.val_fraction, seed=target_config.seed, size=d.size,
-                           limit=d.limit)
+                           limit=d.limit, options=d)
     backend = cls(target_config, dataset, task)
 
     source_weights = _source_weights(found)

@@ -99,6 +99,10 @@ class ModelSpec(BaseModel):
     # The DataInfo used for `airlab models` (parameter count at defaults) and contract tests.
     default_data: ClassVar[DataInfo] = DataInfo(input_shape=(1, 28, 28), num_classes=10)
 
+    # the kinds of data the model reads (airlab.data.base.KINDS: "image", "text", "table"); any
+    # other pairing of model and data is refused before the model is built, naming these
+    reads: ClassVar[tuple[str, ...]] = ("image",)
+
     # One or two non-default field dicts that the contract tests also build and train, so each
     # model's optional paths (other cells, kinds, batchnorm, ...) are covered without test code.
     test_variants: ClassVar[list[dict[str, Any]]] = []

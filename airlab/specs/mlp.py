@@ -23,6 +23,7 @@ class MLPSpec(ModelSpec):
     """
 
     name: Literal["mlp"] = Field("mlp", description="Model name.")
+    reads: ClassVar[tuple[str, ...]] = ("image", "table")
     hidden: list[PositiveInt] = Field(
         default_factory=lambda: [512, 512],
         description="Widths of the hidden layers, input side first; [] gives a linear classifier.",

@@ -30,6 +30,7 @@ class TransformerSpec(ModelSpec):
     """
 
     name: Literal["transformer"] = Field("transformer", description="Model name.")
+    reads: ClassVar[tuple[str, ...]] = ("text",)
     n_layer: PositiveInt = Field(4, description="Number of Transformer blocks.")
     n_head: PositiveInt = Field(4, description="Attention heads per block; must divide n_embd.")
     n_embd: PositiveInt = Field(128, description="Width of the residual stream (embedding size).")

@@ -20,7 +20,7 @@ class Task:
     best_metric: str  # e.g. "val/accuracy"
     best_mode: str  # "min" | "max"
     batches: str  # "rows": index rows of x; "windows": random windows of a token stream
-    samples: str | None  # None | "images" | "reconstructions" | "text"
+    samples: str | None  # None | "predictions" | "images" | "reconstructions" | "text"
     units: str = ""  # what "loss" is measured in, for people
 
     def finish(self, metrics: dict[str, float]) -> dict[str, float]:
@@ -52,7 +52,7 @@ class Task:
 
 TASKS: dict[str, Task] = {
     "classification": Task(
-        "classification", ("loss", "accuracy"), "val/accuracy", "max", "rows", None,
+        "classification", ("loss", "accuracy"), "val/accuracy", "max", "rows", "predictions",
         units="cross-entropy (nats)"),
     "reconstruction": Task(
         "reconstruction", ("loss", "mse"), "val/loss", "min", "rows", "reconstructions",

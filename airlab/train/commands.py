@@ -72,7 +72,7 @@ def sample(run_dir: Path, n: int, seed: int | None = None, *, prompt: str | None
     if found is None:
         raise CheckpointError(f"{run_dir}: no complete checkpoint to sample from")
     cls = backend_class(config.backend)
-    dataset = _load_data(config)
+    dataset = (_text_from_run(run_dir, config) if task.samples == "text" else None) or _load_data(config)
     text = {}
     if task.samples == "text":
         if prompt is not None:
@@ -93,6 +93,26 @@ def sample(run_dir: Path, n: int, seed: int | None = None, *, prompt: str | None
     seed = int(time.time()) % 2**31 if seed is None else int(seed)
     return samples.write(backend, dataset, task, run_dir / "samples", n=n, seed=seed,
                          tag=f"{found.name}-seed{seed}", **text)
+
+
+def _text_from_run(run_dir: Path, config) -> Dataset | None:
+    """A text run's vocabulary (or tokenizer) as the run directory keeps it (data.json, vocab or
+    tokenizer.json), so sampling needs no data; None for a run written before data.json existed."""
+    import json
+
+    from airlab.data.tokenize import load_tokenizer
+
+    try:
+        facts = json.loads((run_dir / "data.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    tokenizer = load_tokenizer(run_dir) if isinstance(facts.get("tokenizer"), dict) else None
+    vocab = list(tokenizer.vocab) if tokenizer is not None else facts.get("vocab")
+    if not isinstance(vocab, list) or not vocab:
+        return None
+    empty = Split(np.zeros(0, dtype=np.int32))
+    return Dataset(name=config.data.name, kind="text", train=empty, val=empty, vocab=vocab, tokenizer=tokenizer,
+                   source=f"{run_dir / 'data.json'}")
 
 
 # --- airlab train --dry-run --------------------------------------------------------------------

@@ -38,6 +38,7 @@ from airlab.signals import SignalReceived
 from airlab.tasks import Task, get_task
 from airlab.train import checkpoint as ckpt
 from airlab.train import process, rundir, samples, sinks, threads
+from airlab.train.order import BatchOrder
 from airlab.train.progress import Reporter
 from airlab.train.schedule import lr_function
 
@@ -111,16 +112,47 @@ def _check_early_stopping_metric(config, task: Task) -> None:
 
 
 def _load_data(config):
-    """The dataset, checked against what the model needs (images of a shape, or a vocabulary)."""
+    """The dataset, checked against what the model needs (its kind of data: images, text or a
+    table; then images of a shape, or a vocabulary)."""
     d = config.data
+    spec = config.model
     dataset = load_dataset(d.name, path=d.path, val_fraction=d.val_fraction, seed=config.seed, size=d.size,
-                           limit=d.limit)
+                           limit=d.limit, options=d)
+    reads = tuple(getattr(spec, "reads", ("image",)))
+    if dataset.kind not in reads:
+        kinds = " or ".join(f"{k} data" for k in reads)
+        raise ConfigError(f"model.name: {spec.name} reads {kinds}, and data.name: {d.name} is {dataset.kind} data",
+                          hint=_kinds_hint(reads))
+    task = registry.get_model(spec.name).task
+    if task == "classification" and dataset.num_classes is not None and dataset.num_classes < 2:
+        names = dataset.class_names or []
+        raise DataError(f"data.path {d.path}: {dataset.num_classes} class ({', '.join(names)}); a classifier needs at "
+                        f"least 2 (one folder or label per class)",
+                        hint="add a folder per class, or train an autoencoder or vae on unlabelled images")
+    if d.normalize and task in ("reconstruction", "vae"):
+        raise ConfigError(f"data.normalize: a {spec.name} reconstructs pixels in [0, 1]; normalising its input "
+                          f"would change what it reconstructs", hint="leave data.normalize out for this model")
     try:
-        config.model.check_data(dataset.info)
+        spec.check_data(dataset.info)
     except ValueError as e:
-        raise ConfigError(f"model.name: {config.model.name} cannot train on data.name: {d.name} ({dataset.kind} "
+        raise ConfigError(f"model.name: {spec.name} cannot train on data.name: {d.name} ({dataset.kind} "
                           f"data): {e}", hint="pick a dataset of the kind this model reads (see README: Datasets)") from None
+    context = getattr(spec, "context_length", None)
+    if dataset.kind == "text" and context:
+        for name, split in dataset.splits().items():
+            need = context + 2  # one window of context + 1 tokens, and somewhere to start it
+            if len(split) and len(split) < need:
+                raise DataError(f"data.path {d.path or d.name}: the {name} split has {len(split):,} tokens, fewer than "
+                                f"the {need} one window of model.context_length {context} needs",
+                                hint="use more text, a larger data.val_fraction/test_fraction, or a smaller "
+                                     "model.context_length")
     return dataset
+
+
+def _kinds_hint(reads: tuple[str, ...]) -> str:
+    names = {"image": "folder, npz, shapes, mnist, fashion_mnist, cifar10", "text": "text, pycorpus, tinyshakespeare",
+             "table": "csv, parquet"}
+    return "data this model reads: " + "; ".join(f"{k}: {names[k]}" for k in reads) + " (see README: Your own data)"
 
 
 def quiet_signals() -> dict:
@@ -312,6 +344,61 @@ class Trainer:
             warnings.warn(contended, stacklevel=2)
         self.plan = make_plan(self.config, self.dataset, self.task)
         self.lr_at = lr_function(self.config.train, self.plan.total_steps)
+        p = self.plan
+        self.order = BatchOrder(self.task, len(self.dataset.train), self.config.seed, p.context, p.batch_size,
+                                p.steps_per_epoch, p.total_steps, self.role.rank, self.role.world_size, self.share)
+        if hasattr(self.backend, "set_order"):  # the streaming path prefetches; augmentation reads the epoch
+            self.backend.set_order(self.order)
+        if len(self.dataset.val) == 0 and self.config.train.early_stopping is not None:
+            raise ConfigError(f"train.early_stopping watches {self.config.train.early_stopping.metric}, but "
+                              f"data.val_fraction: 0 leaves no validation split",
+                              hint="set data.val_fraction > 0, or leave train.early_stopping out")
+
+    def _data_line(self) -> str:
+        """What the log says of the data: the splits, where they live, and what is not there."""
+        ds, b = self.dataset, self.backend
+        counts = ", ".join(f"{name} {len(split):,}" for name, split in ds.splits().items())
+        unit = " tokens" if ds.kind == "text" else ""
+        line = f"data: {ds.name} ({ds.kind}): {counts}{unit}"
+        placement = getattr(b, "placement", "device")
+        reason = getattr(b, "placement_reason", "")
+        line += ("; fast path (every split on the device)" if placement == "device"
+                 else "; streaming (batches gathered on the host and prefetched)") + (f": {reason}" if reason else "")
+        if len(ds.val) == 0:
+            line += ("; no validation split (data.val_fraction: 0): nothing is validated, the last checkpoint is "
+                     "the result" + ("; the test split is scored at the end" if ds.test is not None else ""))
+        return line
+
+    def _data_facts(self) -> dict:
+        """What env.json and data.json keep of the data."""
+        ds, b = self.dataset, self.backend
+        facts = {"name": self.config.data.name, "kind": ds.kind, "source": ds.source,
+                 "counts": {name: len(split) for name, split in ds.splits().items()},
+                 "validation": "val split" if len(ds.val) else "none (data.val_fraction: 0)",
+                 "placement": getattr(b, "placement", "device"),
+                 "placement_reason": getattr(b, "placement_reason", ""),
+                 "bytes": ds.nbytes, "cache": ds.cache,
+                 "dtype": str(ds.train.x.dtype), "sample_shape": list(ds.train.sample_shape)}
+        if ds.kind != "text":
+            facts.update(num_classes=ds.num_classes, class_names=ds.class_names)
+        if ds.mean is not None:
+            facts.update(mean=ds.mean, std=ds.std)
+        if ds.meta:
+            facts["meta"] = ds.meta
+        return facts
+
+    def _write_data(self) -> None:
+        """Main process, a new run: data.json (class names, vocabulary, a table's standardisation)
+        and the tokenizer, so `airlab sample` and whoever reads the run need not load the data."""
+        ds = self.dataset
+        facts = self._data_facts()
+        if ds.kind == "text":
+            if ds.tokenizer is not None:
+                facts["tokenizer"] = {"kind": ds.tokenizer.kind, "files": ds.tokenizer.save(self.run_dir)}
+            if ds.tokenizer is None or ds.tokenizer.kind == "char":  # characters: readable here too
+                facts["vocab"] = list(ds.vocab or [])
+            facts["vocab_size"] = len(ds.vocab or [])
+        rundir.write_json(self.run_dir / "data.json", facts)
 
     def _fresh_state(self) -> dict:
         return {"step": 0, "best": None, "best_step": None, "evals_since_best": 0, "train_time": 0.0,
@@ -444,6 +531,8 @@ class Trainer:
                     self.role.on_main(self._write_environment, devices)
                 self._start_step = state["step"]
                 self.sinks.open()
+                if self.role.is_main:
+                    self.reporter.message(self._data_line())
                 self._phase = "train"
                 with _Signals() as signals_:
                     self._loop(state, signals_)
@@ -477,8 +566,9 @@ class Trainer:
         env = rundir.environment(self.backend.environment(), self.argv)
         env["world_size"] = self.role.world_size
         env["devices"] = devices
-        env["data"] = {"name": self.config.data.name, "unverified": list(self.dataset.unverified)}
+        env["data"] = {**self._data_facts(), "unverified": list(self.dataset.unverified)}
         rundir.write_json(self.run_dir / "env.json", env)
+        self._write_data()
 
     def _restore(self, state: dict) -> None:
         """Put the backend, RNGs and counters back as the checkpoint has them."""
@@ -737,11 +827,9 @@ class Trainer:
                               f"with micro-batch {micro} x {self.backend.grad_accum} accumulated (batch {batch})")
 
     def _loop(self, state: dict, signals: _Signals) -> None:
-        plan, cfg, task, backend = self.plan, self.config, self.task, self.backend
+        plan, cfg, backend = self.plan, self.config, self.backend
         has_val = len(self.dataset.val) > 0
-        n = len(self.dataset.train)
         self.reporter.begin(plan.total_steps, state["step"], f"{cfg.name} [{cfg.model.name}/{cfg.backend}]")
-        order, order_epoch = None, -1
         rank, world = self.role.rank, self.role.world_size
         self._last_val = None
         clock = _Clock(backend.synchronize)
@@ -749,10 +837,7 @@ class Trainer:
         clock.start()
         while state["step"] < plan.total_steps:
             step = state["step"]
-            epoch, pos = divmod(step, plan.steps_per_epoch)
-            if epoch != order_epoch:
-                order, order_epoch = task.epoch_indices(n, cfg.seed, epoch, plan.context), epoch
-            index = order[pos * plan.batch_size:(pos + 1) * plan.batch_size]  # the global batch
+            index = self.order.global_batch(step)  # the global batch: a pure function of (seed, epoch)
             mine = index[rank * self.share:(rank + 1) * self.share] if world > 1 else index
             lr = self.lr_at(step)
             failed = None
@@ -823,7 +908,8 @@ class Trainer:
                 clock.start()
 
     def _write_samples(self, state: dict) -> list[str]:
-        """Main process: the generative model's samples of the final weights, into samples/."""
+        """Main process: samples of the final weights into samples/: generated images or text,
+        reconstructions, a classifier's predictions named by the class names."""
         files = samples.write(self.backend, self.dataset, self.task, self.run_dir / "samples",
                               n=16 if self.task.samples != "text" else 2, seed=self.config.seed,
                               tag=f"step-{state['step']}")
@@ -866,6 +952,9 @@ class Trainer:
             "checkpoint": str(self._last_ckpt) if self._last_ckpt else None,
             # data files used without a published digest to check them against (raw IDX files)
             "data_unverified": list(self.dataset.unverified),
+            "data": {"name": self.config.data.name, "kind": self.dataset.kind,
+                     "validation": "val split" if len(self.dataset.val) else "none (data.val_fraction: 0)",
+                     "placement": getattr(self.backend, "placement", "device")},
             "samples": sample_files,
         }
         self.faults.at("summary")

@@ -1,4 +1,5 @@
-"""Samples from generative models, written as files people can look at."""
+"""Samples, written as files people can look at: generated and reconstructed images, generated
+text, and a classifier's predictions on held-out examples (named by the class names)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,69 @@ def save_reconstructions(inputs: np.ndarray, outputs: np.ndarray, path: Path) ->
     return save_png(image_grid(pairs, ncols=ncols), path)
 
 
+def save_predictions(images: np.ndarray, predicted: list[str], true: list[str], path: Path) -> Path:
+    """Images (N, C, H, W) in [0, 1] in a grid, each captioned with the predicted class, green
+    when it is the true one, red with the true one beside it when not."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    n, c, h, w = images.shape
+    scale = max(1, -(-96 // max(h, w)))
+    tw, th, cap, pad = w * scale, h * scale, 30, 4
+    ncols = min(n, 8)
+    nrows = -(-n // ncols)
+    canvas = Image.new("RGB", (ncols * (tw + pad) + pad, nrows * (th + cap + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    try:
+        font = ImageFont.load_default(size=11)
+    except Exception:  # Pillow without FreeType
+        font = ImageFont.load_default()
+    pixels = (np.clip(images, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    for i in range(n):
+        r, col = divmod(i, ncols)
+        x0, y0 = pad + col * (tw + pad), pad + r * (th + cap + pad)
+        tile = np.transpose(pixels[i], (1, 2, 0))
+        img = Image.fromarray(np.ascontiguousarray(tile[..., :3] if c >= 3 else tile[..., 0]))
+        canvas.paste(img.resize((tw, th), Image.NEAREST).convert("RGB"), (x0, y0))
+        ok = predicted[i] == true[i]
+        lines = [predicted[i][:16]] if ok else [predicted[i][:16], f"(true: {true[i][:10]})"]
+        for k, text in enumerate(lines):
+            try:
+                draw.text((x0, y0 + th + 2 + 13 * k), text, fill=(0, 128, 0) if ok else (200, 0, 0), font=font)
+            except (UnicodeError, ValueError):  # a bitmap font cannot draw every character
+                draw.text((x0, y0 + th + 2 + 13 * k), text.encode("ascii", "replace").decode(),
+                          fill=(0, 128, 0) if ok else (200, 0, 0), font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+def write_predictions(backend, dataset, out_dir: Path, *, n: int, seed: int, tag: str) -> list[Path]:
+    """A classifier's predictions on `n` held-out examples (test, else val, else train; chosen by
+    a Generator seeded with `seed`), named by the class names: a text file, and for images a
+    captioned grid."""
+    splits = dataset.splits()
+    name = next(s for s in ("test", "val", "train") if s in splits and len(splits[s]))
+    split = splits[name]
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(split), size=min(n, len(split)), replace=False)).astype(np.int64)
+    predicted = np.asarray(backend.predict(name, idx))
+    x, y = split.gather(idx)
+    k = int(dataset.num_classes or (max(int(predicted.max()), int(y.max())) + 1))
+    names = list(dataset.class_names or [str(i) for i in range(k)])
+    pred_names, true_names = [names[int(p)] for p in predicted], [names[int(t)] for t in y]
+    right = sum(p == t for p, t in zip(pred_names, true_names))
+    lines = [f"# {len(idx)} examples of the {name} split, predicted by the model: {right} right",
+             "index\tpredicted\ttrue"]
+    lines += [f"{int(i)}\t{p}\t{t}" for i, p, t in zip(idx, pred_names, true_names)]
+    text = out_dir / f"{tag}-predictions.txt"
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    written = [text]
+    if dataset.kind == "image":
+        images = x.astype(np.float32) * np.float32(1.0 / 255.0) if x.dtype == np.uint8 else x
+        written.append(save_predictions(images, pred_names, true_names, out_dir / f"{tag}-predictions.png"))
+    return written
+
+
 def sample_seed(seed: int, i: int) -> int:
     """The seed of sample `i` of a request seeded `seed`: 63 bits drawn from numpy's SeedSequence of
     the pair (seed, i), so each sample's stream depends on both and different seeds never share a
@@ -63,8 +127,12 @@ def encode_prompt(dataset, prompt: str) -> np.ndarray:
     is not in it (the model has no id for them)."""
     if not prompt:
         raise UsageError("--prompt: empty; give at least one character, or leave --prompt out")
+    tokenizer = getattr(dataset, "tokenizer", None)
     index = {ch: i for i, ch in enumerate(dataset.vocab or [])}
-    unknown = sorted({ch for ch in prompt if ch not in index})
+    if tokenizer is not None:
+        unknown = sorted(set(tokenizer.unknown(prompt)))
+    else:
+        unknown = sorted({ch for ch in prompt if ch not in index})
     if unknown:
         shown = ", ".join(repr(ch) for ch in unknown[:10])
         if len(unknown) > 10:
@@ -72,6 +140,8 @@ def encode_prompt(dataset, prompt: str) -> np.ndarray:
         raise UsageError(f"--prompt: {len(unknown)} character(s) not in the vocabulary of {dataset.name}: {shown}",
                          hint=f"use only characters that occur in the {dataset.name} text "
                               f"({len(index)} distinct characters)")
+    if tokenizer is not None:
+        return np.asarray(tokenizer.encode(prompt), dtype=np.int32)
     return np.array([index[ch] for ch in prompt], dtype=np.int32)
 
 
@@ -86,17 +156,22 @@ def write(backend, dataset, task, out_dir: Path, *, n: int, seed: int, tag: str,
     if task.samples is None:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
+    if task.samples == "predictions":
+        return write_predictions(backend, dataset, out_dir, n=n, seed=seed, tag=tag)
     if task.samples == "images":
         return [save_png(image_grid(backend.generate_images(n, seed)), out_dir / f"{tag}-generated.png")]
     if task.samples == "reconstructions":
-        split = dataset.test if dataset.test is not None else dataset.val
+        split = next(s for s in (dataset.test, dataset.val, dataset.train) if s is not None and len(s))
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(len(split), size=min(n, len(split)), replace=False))
-        x = split.x[idx]
+        x = split.gather(idx)[0]
+        if x.dtype == np.uint8:  # the user's images are kept as bytes; the model reads [0, 1]
+            x = x.astype(np.float32) * np.float32(1.0 / 255.0)
         return [save_reconstructions(x, backend.reconstruct(x), out_dir / f"{tag}-reconstructions.png")]
     if task.samples == "text":
         if prompt is None:
-            ids = dataset.encode("\n") if "\n" in (dataset.vocab or []) else np.zeros(1, dtype=np.int32)
+            ids = (dataset.encode("\n") if "\n" in (dataset.vocab or []) or getattr(dataset, "tokenizer", None)
+                   else np.zeros(1, dtype=np.int32))
             prefix = ""
         else:
             ids, prefix = encode_prompt(dataset, prompt), prompt

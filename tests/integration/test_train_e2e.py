@@ -71,8 +71,8 @@ def test_last_stdout_line_names_the_run_directory(quick):
 
 def test_the_run_directory_holds_the_same_files_on_every_backend(quick):
     _, run_dir = quick
-    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "checkpoints", "config.yaml", "env.json",
-                                                         "metrics.jsonl", "status.json", "summary.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "checkpoints", "config.yaml", "data.json",
+                                                         "env.json", "metrics.jsonl", "status.json", "summary.json"]
 
 
 def test_config_yaml_loads_back_to_the_same_config(backend, quick):

@@ -41,7 +41,8 @@ def shapes_small():
 
 def test_dataset_names():
     assert dataset_names() == sorted(
-        ["shapes", "pycorpus", "mnist", "fashion_mnist", "cifar10", "tinyshakespeare"])
+        ["shapes", "pycorpus", "mnist", "fashion_mnist", "cifar10", "tinyshakespeare",
+         "folder", "npz", "text", "csv", "parquet"])
     assert set(data.describe_datasets()) == set(dataset_names())
 
 
@@ -61,7 +62,7 @@ def test_unknown_dataset_without_a_close_match_lists_names():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(val_fraction=0.0), "val_fraction"),
+    (dict(val_fraction=-0.1), "val_fraction"),
     (dict(val_fraction=1.0), "val_fraction"),
     (dict(val_fraction="x"), "val_fraction"),
     (dict(limit=0), "limit"),
@@ -73,6 +74,14 @@ def test_unknown_dataset_without_a_close_match_lists_names():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(DataError, match=match):
         load_dataset("shapes", **kwargs)
+
+
+@pytest.mark.parametrize("name", ["shapes", "pycorpus"])
+def test_val_fraction_zero_trains_on_every_example(name):
+    whole = load_dataset(name, val_fraction=0.0, seed=3, size=400)
+    assert len(whole.val) == 0
+    held = load_dataset(name, val_fraction=0.25, seed=3, size=400)
+    assert len(whole.train) == len(held.train) + len(held.val)
 
 
 def test_data_dir_precedence(monkeypatch, tmp_path):

@@ -1,9 +1,20 @@
 """The TensorFlow backend: native Keras 3 models, a tf.function training step, state io.
 
-The whole training split lives on the device as tensors and each step gathers its batch by
-index inside the traced step (measured faster than a tf.data pipeline with prefetch on the
-same data: see scripts/bench_tf_overhead.py), so nothing stands between the run loop and the
-model. The step is one tf.function (XLA-compiled with `train.compile: true`): forward, loss,
+Data (data.placement; `auto` lets common.choose_placement decide): on the fast path every split
+lives on the device as tensors, stored as the dataset gives it (image bytes as uint8, packed into
+int64 words, or float32), and each step gathers its batch by index inside the traced step
+(measured faster than a tf.data pipeline with prefetch on the same data: see
+scripts/bench_tf_overhead.py), so nothing stands between the run loop and the model. Streaming
+keeps nothing on the device: a background thread (airlab.data.feed.Prefetcher) gathers the
+batches of the run loop's order (set_order) on the host and copies them to the device ahead of
+their step (TensorFlow has no public way to pin host memory; the copy happens in that thread, so
+the step does not wait for it), and the traced step takes the batch itself. Either way the same
+ops follow inside the step, so both paths give the same bits: bytes scaled to [0, 1] (the
+float32 multiply of airlab.data), the training images augmented (data.augment: a zero pad and
+one gather by the grid of BackendCore.augment_grid, a pure function of (seed, epoch, index)),
+then normalised by the dataset's mean and std (data.normalize).
+
+The step is one tf.function (XLA-compiled with `train.compile: true`): forward, loss,
 gradients, global norm, optional clipping, and an update applied only when the loss and the
 gradient norm are finite.
 
@@ -37,6 +48,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import psutil
 import safetensors.numpy
 import tensorflow as tf
 
@@ -47,6 +59,7 @@ from airlab.backends.base import NonFiniteStep
 from airlab.backends.tensorflow import distribute, losses
 from airlab.backends.tensorflow.models import global_rows, init_seeds
 from airlab.backends.tensorflow.optim import Optimizer
+from airlab.data.feed import Prefetcher
 from airlab.errors import CheckpointError, ConfigError
 from airlab.train import threads as threads_module
 
@@ -102,6 +115,21 @@ def assign_weights(model, arrays: dict[str, np.ndarray], *, source: str = "weigh
         v.assign(a.astype(np.float32) if a.dtype != np.float32 else a)
 
 
+_WORD = 8  # bytes of the int64 words image bytes are packed into on the fast path
+
+
+def _pack_bytes(x: np.ndarray) -> np.ndarray:
+    """uint8 examples (N, *shape) -> int64 words (N, ceil(K / 8)), K bytes an example, each row
+    zero-padded to whole words: TensorFlow's GPU gather has no uint8 kernel (and keeps int32 in
+    host memory), but gathers int64 on the device; a bitcast there unpacks them, in the same byte
+    order."""
+    n, k = x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64))
+    flat = np.ascontiguousarray(x.reshape(n, k))
+    if k % _WORD:
+        flat = np.pad(flat, ((0, 0), (0, _WORD - k % _WORD)))
+    return flat.view(np.int64)
+
+
 class TensorFlowBackend(common.BackendCore):
     name = "tensorflow"
     no_gpu_hint = 'use device: cpu, or install TensorFlow with CUDA: pip install "tensorflow[and-cuda]" (see README: TensorFlow)'
@@ -138,7 +166,7 @@ class TensorFlowBackend(common.BackendCore):
 
         self._train_loss = losses.TRAIN[task.name]
         self._eval_loss = losses.EVAL[task.name]
-        self._put_data_on_device()
+        self._put_data()
 
         with tf.device(self.tf_device):  # outside a strategy's scope: drawn from once per step, by the step
             self.generator = tf.random.Generator.from_seed(config.seed, alg="philox")
@@ -198,21 +226,64 @@ class TensorFlowBackend(common.BackendCore):
         return None if cc >= (8, 0) else f"this GPU (compute capability {cc[0]}.{cc[1]})"
 
     # -- data ----------------------------------------------------------------------------------
-    def _put_data_on_device(self) -> None:
-        self._splits = {}
+    def _memory_free(self) -> int | None:
+        """Bytes free where the fast path would put the data: the host's available memory on the
+        CPU (and under a strategy, whose replicas gather from the host); None on a GPU, whose free
+        memory TensorFlow does not report (it reserves most of the GPU for itself when it starts)."""
+        if "GPU" in self._data_device.upper():
+            return None
+        return int(psutil.virtual_memory().available)
+
+    def _put_data(self) -> None:
+        """Choose the fast path or streaming (common.choose_placement) and, on the fast path, put
+        every split on the device as stored: image bytes packed eight to an int64 word (see
+        _pack_bytes), float32 images and tables, int32 token ids and labels."""
+        d = self.dataset
         # under a strategy the data lies once on the host, and each replica gathers its rows there
         self._data_device = self.dist.host if self.dist is not None else self.tf_device
+        self._choose_placement(self.device if "GPU" in self._data_device.upper() else "cpu")
+        self._windows = self.task.batches == "windows"
+        shape = d.train.sample_shape
+        self._sample_shape = shape
+        images = not self._windows and d.kind == "image" and len(shape) == 3
+        self._image_hw = tuple(shape[1:]) if images else None  # (H, W) of (C, H, W) images
+        self._augmenting = images and self.augment is not None
+        self._norm = None
+        if images and d.mean is not None and d.std is not None:
+            self._norm = (np.asarray(d.mean, np.float32).reshape(1, -1, 1, 1),
+                          np.asarray(d.std, np.float32).reshape(1, -1, 1, 1))  # (1, C, 1, 1) each
+        # stored as given: bytes when every split is bytes (the quarter of the memory), else float32
+        if self._windows:
+            self._x_dtype = np.dtype(np.int32)
+        else:
+            stored = {s.x.dtype for s in d.splits().values()}
+            self._x_dtype = np.dtype(np.uint8 if stored == {np.dtype(np.uint8)} else np.float32)
+        self._row_bytes = int(np.prod(shape, dtype=np.int64))
+        self._splits = {}
+        self._prefetch: Prefetcher | None = None
         with tf.device(self._data_device):
-            for name, split in self.dataset.splits().items():
-                if self.task.batches == "windows":
-                    x = tf.constant(split.x.astype(np.int32))  # (N,) token ids
-                    y = None
-                else:
-                    x = tf.constant(np.ascontiguousarray(split.x, dtype=np.float32))
-                    y = None if split.y is None else tf.constant(split.y.astype(np.int32))
-                self._splits[name] = (x, y)
-            if self.task.batches == "windows":
+            if self._windows:
                 self._window = tf.range(self._context + 1, dtype=tf.int64)  # (T+1,)
+            if self.placement != "device":
+                return
+            for name, split in d.splits().items():
+                x = self._stored(split.materialize())
+                if self._x_dtype == np.uint8:
+                    x = _pack_bytes(x)  # (N, ceil(C*H*W / 8)) int64
+                x = tf.constant(x)
+                y = None if self._windows or split.y is None else tf.constant(split.y.astype(np.int32))
+                self._splits[name] = (x, y)
+
+    def _stored(self, x: np.ndarray) -> np.ndarray:
+        """Examples as the backend keeps them (self._x_dtype); bytes among float splits become
+        float32 here, by the float32 multiply of airlab.data and of the device."""
+        if x.dtype == self._x_dtype:
+            return x
+        if x.dtype == np.uint8 and self._x_dtype == np.float32:
+            out = x.astype(np.float32)
+            out *= np.float32(1.0 / 255.0)
+            return out
+        return x.astype(self._x_dtype)
 
     def _batch(self, split: str, idx):
         if self.dist is not None:
@@ -221,18 +292,139 @@ class TensorFlowBackend(common.BackendCore):
         return self._rows(split, idx)
 
     def _rows(self, split: str, idx):
+        """The fast path's batch at `idx` of a split on the device, as stored (traced)."""
         x, y = self._splits[split]
-        if self.task.batches == "windows":
+        if self._windows:
             w = tf.gather(x, idx[:, None] + self._window)  # (B, T+1)
             return w[:, :-1], w[:, 1:]  # inputs (B, T), next-token targets (B, T)
-        return tf.gather(x, idx), (None if y is None else tf.gather(y, idx))
+        x = tf.gather(x, idx)
+        if self._x_dtype == np.uint8:  # (B, words) -> (B, C, H, W) bytes
+            x = tf.reshape(tf.bitcast(x, tf.uint8), [-1, x.shape[1] * _WORD])  # (B, K rounded up to words)
+            if self._row_bytes % _WORD:
+                x = x[:, :self._row_bytes]
+            x = tf.reshape(x, [-1, *self._sample_shape])
+        return x, (None if y is None else tf.gather(y, idx))
+
+    def _fed(self, feed: dict):
+        """The streaming path's batch, as fed to the traced step: (x, y) as stored."""
+        if self._windows:
+            w = feed["x"]  # (B, T+1)
+            return w[:, :-1], w[:, 1:]
+        return feed["x"], feed.get("y")
+
+    def _inputs(self, x, grid=None):
+        """A batch as stored -> the model's input (traced): bytes scaled to [0, 1] (float32
+        x * (1/255), as airlab.data), training images augmented by their `grid` (rows, cols),
+        then normalised by the dataset's mean and std."""
+        if self._windows:
+            return x
+        if x.dtype == tf.uint8:
+            x = tf.cast(x, tf.float32) * np.float32(1.0 / 255.0)
+        if grid is not None:
+            x = self._augmented(x, *grid)
+        if self._norm is not None:
+            x = (x - self._norm[0]) / self._norm[1]
+        return x
+
+    def _augmented(self, x, rows, cols):
+        """Images (B, C, H, W) cropped and mirrored (traced): zero-padded by random_crop on each
+        side, then one gather puts pixel (rows[b, i], cols[b, j]) of padded image b at (i, j):
+        airlab.data.augment.apply_numpy's result, bit for bit."""
+        p = self.augment.random_crop
+        c, (h, w) = self._sample_shape[0], self._image_hw
+        if p:
+            x = tf.pad(x, [[0, 0], [0, 0], [p, p], [p, p]])  # (B, C, H+2P, W+2P)
+        b, wp = tf.shape(x)[0], w + 2 * p
+        flat = tf.reshape(rows[:, :, None] * wp + cols[:, None, :], [b, h * w])  # (B, H*W) in the padded image
+        x = tf.gather(tf.reshape(x, [b, c, (h + 2 * p) * wp]), flat, axis=2, batch_dims=1)  # (B, C, H*W)
+        return tf.reshape(x, [b, c, h, w])
+
+    def _batch_of(self, split: str, feed: dict):
+        """(model input, target) of a feed (traced): positions in a split on the device (fast
+        path) or the batch itself (streaming); training feeds may carry the augmentation grid."""
+        x, y = self._batch(split, feed["idx"]) if "idx" in feed else self._fed(feed)
+        grid = (feed["rows"], feed["cols"]) if "rows" in feed else None
+        return self._inputs(x, grid), y
+
+    def _feed_spec(self, split: str, training: bool) -> dict:
+        """The input signature of a feed: one shape per key, whatever the batch size (one trace)."""
+        if self.placement == "device":
+            spec = {"idx": tf.TensorSpec([None], tf.int64)}
+        elif self._windows:
+            spec = {"x": tf.TensorSpec([None, self._context + 1], tf.int32)}
+        else:
+            spec = {"x": tf.TensorSpec([None, *self._sample_shape], tf.as_dtype(self._x_dtype))}
+            if self.dataset.splits()[split].y is not None:
+                spec["y"] = tf.TensorSpec([None], tf.int32)
+        if training and self._augmenting:
+            h, w = self._image_hw
+            spec.update(rows=tf.TensorSpec([None, h], tf.int32), cols=tf.TensorSpec([None, w], tf.int32))
+        return spec
+
+    def _grid(self, index: np.ndarray, step: int | None) -> dict:
+        """The augmentation grid of training images `index` at `step`, as int32 (empty without)."""
+        if not self._augmenting:
+            return {}
+        rows, cols = self.augment_grid(index, step, *self._image_hw)
+        return {"rows": rows.astype(np.int32), "cols": cols.astype(np.int32)}
+
+    def _host_batch(self, split: str, index: np.ndarray) -> dict:
+        """Streaming: the examples at `index` of a split, gathered on the host (from memory or a
+        memory map) as stored."""
+        s = self.dataset.splits()[split]
+        index = np.asarray(index, dtype=np.int64)
+        if self._windows:
+            return {"x": np.asarray(s.gather(index[:, None] + np.arange(self._context + 1))[0], dtype=np.int32)}
+        x, y = s.gather(index)
+        feed = {"x": self._stored(np.asarray(x))}
+        if y is not None:
+            feed["y"] = y.astype(np.int32)
+        return feed
+
+    def _to_device(self, arrays: dict) -> dict:
+        """Host arrays -> tensors where the step reads its data (the device; under a strategy the
+        host its replicas gather from): copied here, in the prefetch thread when prefetched."""
+        with tf.device(self._data_device):
+            return {k: tf.constant(v) for k, v in arrays.items()}
+
+    def _train_feed(self, index: np.ndarray, step: int | None) -> dict:
+        """What the traced step takes for the batch `index` at `step` (1-based): its positions
+        (numpy) on the fast path; when streaming, the batch on the device, prefetched in the
+        run loop's order (set_order) or, for a batch the order did not foresee, gathered now."""
+        if self.placement == "device":
+            return {"idx": np.asarray(index, dtype=np.int64), **self._grid(index, step)}
+        if self.order is not None and step:
+            if self._prefetch is None:
+                self._prefetch = Prefetcher(self._prepare, end=self.order.total_steps)
+            ready, feed = self._prefetch.get(step - 1)
+            if np.array_equal(ready, index):
+                return feed
+        return self._to_device({**self._host_batch("train", index), **self._grid(index, step)})
+
+    def _prepare(self, step0: int):
+        """The prefetch thread's work for step `step0` (0-based): (its examples, their feed)."""
+        index = np.asarray(self.order.at(step0)[1], dtype=np.int64)
+        return index, self._to_device({**self._host_batch("train", index), **self._grid(index, step0 + 1)})
+
+    def set_order(self, order) -> None:
+        self._close_prefetch()
+        super().set_order(order)
+
+    def _close_prefetch(self) -> None:
+        if getattr(self, "_prefetch", None) is not None:
+            self._prefetch.close()
+            self._prefetch = None
+
+    def close(self) -> None:
+        self._close_prefetch()
+        super().close()
 
     # -- training ------------------------------------------------------------------------------
-    def _loss_and_grads(self, idx, seed, share, nan_loss: bool):
-        """Loss, metrics and gradients of the examples at `idx`, each weighted by `share` (the
-        micro-batch's part of the batch). Traced inside a tf.function."""
+    def _loss_and_grads(self, feed, seed, share, nan_loss: bool):
+        """Loss, metrics and gradients of the examples of `feed` (see _train_feed), each weighted
+        by `share` (the micro-batch's part of the batch). Traced inside a tf.function."""
         variables = [v for _, v in self.train_vars]
-        x, y = self._batch("train", idx)
+        x, y = self._batch_of("train", feed)
         with tf.GradientTape() as tape:
             loss, parts = self._train_loss(self.model, x, y, training=True, seed=seed, spec=self.spec)
             if nan_loss:
@@ -283,13 +475,13 @@ class TensorFlowBackend(common.BackendCore):
         """The whole step as one tf.function (XLA with train.compile): the common case."""
         key = ("fused", nan_loss, inf_grad)
         if key not in self._fns:
-            def step(idx, lr):
+            def step(feed, lr):
                 seed = self.generator.make_seeds(1)[:, 0]  # (2,) this step's seed for dropout and noise
-                loss, parts, grads = self._loss_and_grads(idx, seed, 1.0, nan_loss)
+                loss, parts, grads = self._loss_and_grads(feed, seed, 1.0, nan_loss)
                 return self._update(loss, parts, grads, lr, inf_grad)
 
             fn = tf.function(step, jit_compile=bool(self.config.train.compile), reduce_retracing=True,
-                             input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.float32)])
+                             input_signature=[self._feed_spec("train", True), tf.TensorSpec([], tf.float32)])
             fn.get_concrete_function()  # traced now, so that the sums are sized before it first runs
             self._size_sums()
             self._fns[key] = fn
@@ -301,9 +493,9 @@ class TensorFlowBackend(common.BackendCore):
         if key not in self._fns:
             jit = bool(self.config.train.compile)
             n_vars = len(self.train_vars)
-            micro = tf.function(lambda idx, seed, share: self._loss_and_grads(idx, seed, share, nan_loss),
+            micro = tf.function(lambda feed, seed, share: self._loss_and_grads(feed, seed, share, nan_loss),
                                 jit_compile=jit, reduce_retracing=True,
-                                input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([2], tf.int64),
+                                input_signature=[self._feed_spec("train", True), tf.TensorSpec([2], tf.int64),
                                                  tf.TensorSpec([], tf.float32)])
             update = tf.function(lambda loss, parts, grads, lr: self._update(loss, parts, grads, lr, inf_grad),
                                  reduce_retracing=True)
@@ -324,21 +516,24 @@ class TensorFlowBackend(common.BackendCore):
         rng = self.generator.state.numpy() if self.config.train.auto_batch_size else None
         lr_t = tf.constant(lr, dtype=tf.float32)
         try:
+            feed = self._train_feed(index, step)  # a streamed batch's copy may run out of memory too
             with tf.device(self.tf_device):
                 if self.grad_accum <= 1:
                     if faults:
                         faults.check_batch(len(index))
-                    ok, loss, norm = self._fused_step(nan_loss, inf_grad)(tf.constant(index, dtype=tf.int64), lr_t)
+                    ok, loss, norm = self._fused_step(nan_loss, inf_grad)(_tensors(feed), lr_t)
                 else:
                     micro, update, seeds, _ = self._micro_fns(nan_loss, inf_grad)
                     seed = seeds()
                     total_loss, total_parts, total_grads = None, {}, None
+                    begin = 0
                     for i, chunk in enumerate(common.micro_batches(index, self.grad_accum)):
                         if faults:
                             faults.check_batch(len(chunk))
                         s = tf.cast(tf.random.experimental.stateless_fold_in(seed, i), tf.int64)
-                        loss, parts, grads = micro(tf.constant(chunk, dtype=tf.int64), s,
-                                                   tf.constant(len(chunk) / len(index), tf.float32))
+                        part = {k: v[begin:begin + len(chunk)] for k, v in feed.items()}  # the chunk's rows
+                        begin += len(chunk)
+                        loss, parts, grads = micro(_tensors(part), s, tf.constant(len(chunk) / len(index), tf.float32))
                         if total_grads is None:
                             total_loss, total_parts, total_grads = loss, dict(parts), list(grads)
                         else:
@@ -366,12 +561,12 @@ class TensorFlowBackend(common.BackendCore):
         if key not in self._fns:
             strategy, local, replicas = self.dist.strategy, len(self.dist.devices), self.dist.replicas
 
-            def replica(idx, seed):
-                # `idx`: this process's rows of the global batch (all of it in a run of one process)
+            def replica(feed, seed):
+                # `feed`: this process's rows of the global batch (all of it in a run of one process)
                 rid = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32)
-                n = tf.shape(idx)[0] // local
+                n = tf.shape(feed["idx" if "idx" in feed else "x"])[0] // local
                 start = (rid % local) * n  # replicas are numbered process by process
-                mine = idx[start:start + n]
+                mine = {k: v[start:start + n] for k, v in feed.items()}
                 total = tf.cast(n * replicas, tf.float32)  # the global batch
                 base, extra = n // accum, n % accum  # np.array_split's micro-batch sizes
                 loss, parts, grads = None, {}, None
@@ -380,8 +575,8 @@ class TensorFlowBackend(common.BackendCore):
                     begin = i * base + tf.minimum(i, extra)
                     s = seed if accum == 1 else tf.cast(tf.random.experimental.stateless_fold_in(seed, i), tf.int64)
                     with global_rows(rid * m, replicas * m):  # draws keyed to the global sample position
-                        l, p, g = self._loss_and_grads(mine[begin:begin + m], s, tf.cast(m, tf.float32) / total,
-                                                       nan_loss)
+                        l, p, g = self._loss_and_grads({k: v[begin:begin + m] for k, v in mine.items()}, s,
+                                                       tf.cast(m, tf.float32) / total, nan_loss)
                     if grads is None:
                         loss, parts, grads = l, dict(p), list(g)
                     else:
@@ -389,10 +584,10 @@ class TensorFlowBackend(common.BackendCore):
                         grads = [a + b for a, b in zip(grads, g)]
                 return loss, parts, grads
 
-            def step(idx, lr):
+            def step(feed, lr):
                 with strategy.scope():
                     seed = self.generator.make_seeds(1)[:, 0]  # (2,) the same on every replica
-                    loss, parts, grads = strategy.run(replica, args=(idx, seed))
+                    loss, parts, grads = strategy.run(replica, args=(feed, seed))
                     names = list(parts)
                     flat = [loss, *(parts[k] for k in names), *grads]
                     summed = strategy.extended.batch_reduce_to(  # onto every replica's device
@@ -404,7 +599,7 @@ class TensorFlowBackend(common.BackendCore):
                     return tuple(values[0] for values in outcome)  # the same on every replica: the first's
 
             fn = tf.function(step, reduce_retracing=True,
-                             input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.float32)])
+                             input_signature=[self._feed_spec("train", True), tf.TensorSpec([], tf.float32)])
             fn.get_concrete_function()  # traced now, so that the sums are sized before it first runs
             self._size_sums()
             self._fns[key] = fn
@@ -421,10 +616,11 @@ class TensorFlowBackend(common.BackendCore):
         accum = min(self.grad_accum, n)
         rng = self.generator.state.numpy() if self.config.train.auto_batch_size else None
         try:
+            feed = self._train_feed(index, step)
             if self.faults:
                 for chunk in common.micro_batches(np.arange(n), accum):  # a replica's micro-batches
                     self.faults.check_batch(len(chunk))
-            ok, loss, norm = self._replicated_step(nan_loss, inf_grad, accum)(tf.constant(index, dtype=tf.int64),
+            ok, loss, norm = self._replicated_step(nan_loss, inf_grad, accum)(_tensors(feed),
                                                                               tf.constant(lr, dtype=tf.float32))
         except (tf.errors.ResourceExhaustedError, faults_module.FakeOutOfMemory) as e:
             if rng is not None:
@@ -479,7 +675,7 @@ class TensorFlowBackend(common.BackendCore):
         return tf.stack([tf.stack(row) for row in rows]).numpy().astype(np.float64)
 
     def _split_length(self, split: str) -> int:
-        return int(self._splits[split][0].shape[0])
+        return len(self.dataset.splits()[split])  # rows, or tokens of text: on the device or not
 
     def _eval_scope(self):
         return tf.device(self.tf_device)
@@ -489,16 +685,20 @@ class TensorFlowBackend(common.BackendCore):
         if split not in fns:
             fns[split] = self._make_eval(split)
         seed = tf.constant([self.config.seed, number], tf.int64)  # the VAE's noise: the same every evaluation
-        return fns[split](tf.constant(idx), seed)
+        if self.placement == "device":
+            feed = {"idx": tf.constant(np.asarray(idx, dtype=np.int64))}
+        else:  # streaming: gathered on the host now
+            feed = self._to_device(self._host_batch(split, idx))
+        return fns[split](feed, seed)
 
     def _make_eval(self, split: str):
-        def run(idx, seed):
-            x, y = self._batch(split, idx)
+        def run(feed, seed):
+            x, y = self._batch_of(split, feed)
             _, parts = self._eval_loss(self.model, x, y, training=False, seed=seed, spec=self.spec)
             return {k: tf.cast(v, tf.float32) for k, v in parts.items()}
 
         return tf.function(run, reduce_retracing=True,
-                           input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([2], tf.int64)])
+                           input_signature=[self._feed_spec(split, False), tf.TensorSpec([2], tf.int64)])
 
     def num_params(self) -> int:
         return int(sum(np.prod(v.shape) for _, v in self.train_vars))
@@ -518,7 +718,10 @@ class TensorFlowBackend(common.BackendCore):
             patched.append((layer, original))
         try:
             with tf.device(self.tf_device):
-                x, _ = self._batch("train", tf.range(common.PROBE, dtype=tf.int64))
+                idx = np.arange(min(common.PROBE, len(self.dataset.train)), dtype=np.int64)
+                feed = ({"idx": tf.constant(idx)} if self.placement == "device"
+                        else self._to_device(self._host_batch("train", idx)))
+                x, _ = self._batch_of("train", feed)
                 self.model(x, training=False)
         finally:
             for layer, original in patched:
@@ -616,7 +819,21 @@ class TensorFlowBackend(common.BackendCore):
             z = tf.random.stateless_normal([n, self.model.latent_dim], seed=[seed, 0])
             return tf.sigmoid(tf.cast(self.model.decode(z), tf.float32)).numpy()
 
+    def predict(self, split: str, idx: np.ndarray) -> np.ndarray:
+        """The classes a classifier predicts for the examples at `idx` of `split` (read as
+        evaluation reads them: scaled and normalised, never augmented)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        feed = ({"idx": tf.constant(idx)} if self.placement == "device"
+                else self._to_device(self._host_batch(split, idx)))
+        with tf.device(self._data_device if self.placement == "device" else self.tf_device):
+            x, _ = self._batch_of(split, feed)
+        with tf.device(self.tf_device):
+            logits = self.model(x, training=False)
+        return np.argmax(np.asarray(tf.cast(logits, tf.float32)), axis=-1).astype(np.int64)
+
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        if x.dtype == np.uint8:  # bytes, as a user's images are stored: the model reads [0, 1]
+            x = x.astype(np.float32) * np.float32(1.0 / 255.0)
         with tf.device(self.tf_device):
             return tf.sigmoid(tf.cast(self.model(tf.constant(x, tf.float32), training=False), tf.float32)).numpy()
 
@@ -677,6 +894,11 @@ class TensorFlowBackend(common.BackendCore):
             facts.update({"cuda": build.get("cuda_version"), "cudnn": build.get("cudnn_version"),
                           "gpu": details.get("device_name")})
         return facts
+
+
+def _tensors(feed: dict) -> dict:
+    """A feed's numpy arrays as tensors (a streamed feed is tensors already)."""
+    return {k: v if tf.is_tensor(v) else tf.constant(v) for k, v in feed.items()}
 
 
 def _set_thread_counts(n: int) -> None:

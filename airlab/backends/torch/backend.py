@@ -1,7 +1,20 @@
 """The PyTorch backend: model, optimizer and data on one device; the training step; state io.
 
-The whole training split lives on the device as tensors and batches are gathered by index, so
-there is no DataLoader between the run loop and the model.
+Where the data lives (`placement`, chosen by common.choose_placement from data.placement and the
+memory free on the device):
+
+- "device", the fast path: every split lies on the device as stored (uint8 images stay uint8, a
+  quarter of the memory; token ids stay int32) and batches are gathered there by index, so there
+  is no DataLoader between the run loop and the model;
+- "stream": nothing lies on the device; each training batch is gathered on the host
+  (`Split.gather`, from a memory-mapped cache or an array) by a background thread
+  (airlab.data.feed.Prefetcher) a few steps ahead, in pinned memory on CUDA, and copied to the
+  device when its step comes; evaluation batches likewise, one split at a time.
+
+Either way the same device ops then turn the stored rows into the model's inputs (`_inputs`):
+uint8 -> float32 `x * (1/255)` (the host path's multiply), augmentation of training images (one
+zero pad and two gathers, from airlab.data.augment's grid: a pure function of (seed, epoch,
+index)), then `(x - mean) / std` under data.normalize. So both placements train to the same bits.
 """
 
 from __future__ import annotations
@@ -11,6 +24,7 @@ import os
 import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import safetensors.torch
@@ -20,6 +34,7 @@ from airlab import registry
 from airlab.backends import common
 from airlab.backends.base import NonFiniteStep
 from airlab.backends.torch import distributed, losses, shard
+from airlab.data.feed import Prefetcher
 from airlab.errors import CheckpointError
 from airlab import faults as faults_module
 from airlab.train import threads as threads_module
@@ -36,6 +51,17 @@ def _first_line(e: BaseException) -> str:
 
 
 _AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # precision -> autocast dtype
+_BYTE = 1.0 / 255.0  # uint8 pixels -> [0, 1]: a float32 multiply, as airlab.data's _to_float
+
+
+class _HostBatch(NamedTuple):
+    """A batch gathered on the host (the streaming path): its indices and its tensors as stored
+    (pinned on CUDA), ready to copy to the device."""
+
+    index: np.ndarray
+    x: torch.Tensor  # (B, ...) as stored; text: windows (B, T+1)
+    y: torch.Tensor | None  # (B,) int64 labels
+    grid: torch.Tensor | None  # (B, H + W) int64: the augmentation's source rows, then columns
 
 
 class TorchBackend(common.BackendCore):
@@ -78,7 +104,7 @@ class TorchBackend(common.BackendCore):
         self._train_loss = losses.TRAIN[task.name]
         self._eval_loss = losses.EVAL[task.name]
         self._eval_generator = torch.Generator(device=self.torch_device)
-        self._put_data_on_device()
+        self._prepare_data(training)
 
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = self._make_optimizer() if training else None
@@ -103,9 +129,11 @@ class TorchBackend(common.BackendCore):
         return distributed.join(config)
 
     def close(self) -> None:
-        """Drop DistributedDataParallel before the process group goes: left to the interpreter's
-        exit, its reducer's threads can outlive the group, and the process aborts ("terminate called
-        without an active exception") after a run that succeeded."""
+        """Stop the streaming path's prefetch threads. Drop DistributedDataParallel before the
+        process group goes: left to the interpreter's exit, its reducer's threads can outlive the
+        group, and the process aborts ("terminate called without an active exception") after a run
+        that succeeded."""
+        self._close_feeds()
         if self._ddp is not None:
             import gc
 
@@ -156,7 +184,7 @@ class TorchBackend(common.BackendCore):
         ddp = DistributedDataParallel(_TrainLoss(self.forward_model, self._train_loss, self.spec), device_ids=ids,
                                       **quiet)
         rng = self._rng_snapshot()
-        x, y = self._batch("train", torch.zeros(1, dtype=torch.long, device=self.torch_device))
+        x, y = self._batch("train", np.zeros(1, dtype=np.int64))
         self.model.eval()
         try:
             with self._autocast():
@@ -195,29 +223,196 @@ class TorchBackend(common.BackendCore):
         return None if torch.cuda.is_bf16_supported() else torch.cuda.get_device_name(index)
 
     # -- data ----------------------------------------------------------------------------------
-    def _put_data_on_device(self) -> None:
-        dev = self.torch_device
-        self._splits = {}
-        for name, split in self.dataset.splits().items():
-            if self.task.batches == "windows":
-                x = torch.as_tensor(split.x.astype(np.int64), device=dev)  # (N,) token ids
-                y = None
-            else:
-                x = torch.as_tensor(split.x, device=dev)
-                y = None if split.y is None else torch.as_tensor(split.y.astype(np.int64), device=dev)
-            self._splits[name] = (x, y)
-        if self.task.batches == "windows":
+    def _prepare_data(self, training: bool) -> None:
+        """Choose where the data lives (training: common.choose_placement; sampling never reads the
+        splits, so nothing goes to the device) and put it there; the device constants of `_inputs`."""
+        dev, ds = self.torch_device, self.dataset
+        self._windows = self.task.batches == "windows"
+        images = not self._windows and ds.kind == "image" and len(ds.train.sample_shape) == 3
+        self._aug = self.augment if images else None  # data.augment (training images only)
+        self._image_hw = ds.train.sample_shape[-2:] if images else None
+        mean, std = getattr(ds, "mean", None), getattr(ds, "std", None)
+        self._mean = self._std = None
+        if images and mean is not None and std is not None:  # data.normalize: (1, C, 1, 1) each
+            self._mean = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+            self._std = torch.tensor(std, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+        if self._windows:
             self._window = torch.arange(self._context + 1, device=dev)  # (T+1,)
+            self._window_host = np.arange(self._context + 1, dtype=np.int64)
+        if training:
+            self._choose_placement(self.device)
+        else:
+            self.placement, self.placement_reason = "stream", "sampling: the data stays on the host"
+        self._feed: Prefetcher | None = None  # the training batches to come (streaming)
+        self._eval_feed: tuple[str, list, Prefetcher] | None = None  # (split, batches, their prefetch)
+        self._splits: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        if self.placement == "device":
+            self._put_data_on_device()
 
-    def _batch(self, split: str, idx: torch.Tensor):
+    def _put_data_on_device(self) -> None:
+        """The fast path: every split on the device as stored (read whole from a memory map)."""
+        dev = self.torch_device
+        for name, split in self.dataset.splits().items():
+            with warnings.catch_warnings():  # a read-only array shared on the CPU: nothing writes into it
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                x = torch.as_tensor(split.materialize(), device=dev)  # (N, ...) images, rows; (N,) token ids
+                y = None if split.y is None else torch.as_tensor(np.asarray(split.y, dtype=np.int64), device=dev)
+            self._splits[name] = (x, y)
+
+    def _memory_free(self) -> int | None:
+        """Bytes free where the fast path would put the data: the GPU's, or the host's on cpu."""
+        dev = self.torch_device
+        if dev.type == "cuda":
+            return int(torch.cuda.mem_get_info(dev.index if dev.index is not None else torch.cuda.current_device())[0])
+        if dev.type == "cpu":
+            import psutil
+
+            return int(psutil.virtual_memory().available)
+        return None
+
+    def _split_length(self, split: str) -> int:
+        return len(self.dataset.splits()[split])
+
+    def _gather(self, split: str, idx: torch.Tensor):
+        """The fast path: the stored rows at `idx` (a device tensor) of a split on the device."""
         x, y = self._splits[split]
-        if self.task.batches == "windows":
-            w = x[idx[:, None] + self._window]  # (B, T+1)
+        if self._windows:
+            return x[idx[:, None] + self._window], None  # (B, T+1) token ids
+        return x[idx], (None if y is None else y[idx])
+
+    def _host_gather(self, split: str, index: np.ndarray):
+        """The streaming path: the stored rows at `index` of a split, gathered on the host."""
+        s = self.dataset.splits()[split]
+        if self._windows:
+            return s.gather(index[:, None] + self._window_host)[0], None  # (B, T+1) token ids
+        x, y = s.gather(index)
+        return x, (None if y is None else np.asarray(y, dtype=np.int64))
+
+    def _host_batch(self, split: str, index: np.ndarray, step: int | None, augment: bool) -> _HostBatch:
+        """A batch gathered on the host as tensors ready to copy (pinned on CUDA), with the
+        augmentation grid of training images."""
+        x, y = self._host_gather(split, index)
+        grid = None
+        if augment and self._aug is not None:
+            grid = np.concatenate(self.augment_grid(index, step, *self._image_hw), axis=1)  # (B, H+W)
+        pin = self.torch_device.type == "cuda"
+        tensors = []
+        for a in (x, y, grid):
+            t = None if a is None else torch.from_numpy(np.ascontiguousarray(a))
+            tensors.append(t.pin_memory() if pin and t is not None else t)
+        return _HostBatch(np.asarray(index), *tensors)
+
+    def _to_device(self, batch: _HostBatch):
+        dev = self.torch_device
+        return tuple(None if t is None else t.to(dev, non_blocking=True) for t in (batch.x, batch.y, batch.grid))
+
+    def _inputs(self, x: torch.Tensor, y: torch.Tensor | None, grid: torch.Tensor | None = None):
+        """Stored rows on the device -> the model's inputs and targets: token windows -> (inputs,
+        next tokens); images: augmented (grid: training only), uint8 -> float32 in [0, 1],
+        normalised. Never writes into `x` (a streamed batch may be used again: a retried step)."""
+        if self._windows:
+            w = x.long()  # (B, T+1)
             return w[:, :-1], w[:, 1:]  # inputs (B, T), next-token targets (B, T)
-        xb = x[idx]
+        if grid is not None:
+            x = self._augment_batch(x, grid)  # on the stored values: zeros pad either way, gathers move them
+        if x.dtype == torch.uint8:
+            x = x.float().mul_(_BYTE)
+        elif x.dtype != torch.float32:
+            x = x.float()
+        if self._mean is not None:
+            x = (x - self._mean).div_(self._std)
         if self.channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        return xb, (None if y is None else y[idx])
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    def _augment_batch(self, x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """Random crop and flip (airlab.data.augment): pad by random_crop zeros on each side, then
+        gather each image's source rows and columns (grid (B, H + W): rows, then columns)."""
+        b, c, h, w = x.shape
+        p = self._aug.random_crop
+        if p:
+            x = torch.nn.functional.pad(x, (p, p, p, p))  # (B, C, H+2P, W+2P)
+        rows = grid[:, :h].reshape(b, 1, h, 1).expand(b, c, h, w + 2 * p)
+        x = x.gather(2, rows)  # (B, C, H, W+2P)
+        cols = grid[:, h:].reshape(b, 1, 1, w).expand(b, c, h, w)
+        return x.gather(3, cols)  # (B, C, H, W)
+
+    def _batch(self, split: str, index: np.ndarray):
+        """The model's inputs and targets of the examples at `index` of a split, not augmented
+        (the summary's probe, DDP's warm-up), in either placement."""
+        if self.placement == "device":
+            return self._inputs(*self._gather(split, torch.from_numpy(index).to(self.torch_device, non_blocking=True)))
+        return self._inputs(*self._to_device(self._host_batch(split, index, None, augment=False))[:2])
+
+    def _train_batch(self, index: np.ndarray, step: int | None):
+        """The streaming path: this step's batch on the device, whole (x, y, grid), from the
+        prefetch thread when it prepared these very indices, else gathered now."""
+        batch = None
+        if self.order is not None and step:
+            if self._feed is None:  # started on the first step: the run loop has set the order
+                self._feed = Prefetcher(self._prefetch, end=self.order.total_steps)
+            batch = self._feed.get(step - 1)
+            if not np.array_equal(batch.index, index):
+                batch = None
+        if batch is None:
+            batch = self._host_batch("train", index, step, augment=True)
+        return self._to_device(batch)
+
+    def _prefetch(self, step0: int) -> _HostBatch:
+        """The prefetch thread's work: step `step0` (0-based) of the run loop's order."""
+        return self._host_batch("train", self.order.at(step0)[1], step0 + 1, augment=True)
+
+    def _micro_batch(self, chunk: np.ndarray, lo: int, step: int | None, held):
+        """The model's inputs and targets of one micro-batch: positions lo:lo+len(chunk) of the
+        streamed batch `held`, or (the fast path) gathered on the device with its augmentation
+        grid copied beside its indices (one copy to the device)."""
+        if held is not None:
+            x, y, grid = held
+            hi = lo + len(chunk)
+            return self._inputs(x[lo:hi], None if y is None else y[lo:hi], None if grid is None else grid[lo:hi])
+        dev = self.torch_device
+        if self._aug is None:
+            return self._inputs(*self._gather("train", torch.from_numpy(chunk).to(dev, non_blocking=True)))
+        rows, cols = self.augment_grid(chunk, step, *self._image_hw)
+        packed = torch.from_numpy(np.concatenate([chunk[:, None], rows, cols], axis=1)).to(dev, non_blocking=True)
+        x, y = self._gather("train", packed[:, 0])
+        return self._inputs(x, y, packed[:, 1:])
+
+    def set_order(self, order) -> None:
+        """The run loop's order; batches prefetched for another order are dropped."""
+        self._close_feeds()
+        super().set_order(order)
+
+    def _close_feeds(self) -> None:
+        if getattr(self, "_feed", None) is not None:
+            self._feed.close()
+            self._feed = None
+        self._close_eval_feed()
+
+    def _close_eval_feed(self) -> None:
+        if getattr(self, "_eval_feed", None) is not None:
+            self._eval_feed[2].close()
+            self._eval_feed = None
+
+    def _eval_batch(self, split: str, idx: np.ndarray, number: int):
+        """The streaming path: an evaluation batch on the device, prefetched with the batches of
+        this process that follow it (evaluate's batches, rebuilt here; any other `idx` is
+        gathered now)."""
+        feed = self._eval_feed
+        if feed is None or feed[0] != split:
+            self._close_eval_feed()
+            starts = common.eval_starts(self.task, self._split_length(split), self._context)
+            bs = common.eval_batch_size(self.config.data)
+            rank, world = self.process.rank, self.process.world_size
+            mine = [starts[i:i + bs] for n, i in enumerate(range(0, len(starts), bs)) if n % world == rank]
+            feed = self._eval_feed = (split, mine, Prefetcher(
+                lambda k: self._host_batch(split, mine[k], None, augment=False), end=len(mine)))
+        _, mine, prefetch = feed
+        k = number // self.process.world_size
+        batch = prefetch.get(k) if k < len(mine) and np.array_equal(mine[k], idx) else None
+        if batch is None:
+            batch = self._host_batch(split, idx, None, augment=False)
+        return self._inputs(*self._to_device(batch)[:2])
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -248,12 +443,13 @@ class TorchBackend(common.BackendCore):
         are weighted by their share of the batch (the gradient is the whole batch's mean)."""
         faults, n = self.faults, len(index)
         chunks = common.micro_batches(index, self.grad_accum)
-        loss_total, parts_total = None, {}
+        held = self._train_batch(index, step) if self.placement == "stream" else None
+        loss_total, parts_total, lo = None, {}, 0
         for chunk in chunks:
             if faults:
                 faults.check_batch(len(chunk))
-            idx = torch.from_numpy(chunk).to(self.torch_device, non_blocking=True)
-            x, y = self._batch("train", idx)
+            x, y = self._micro_batch(chunk, lo, step, held)
+            lo += len(chunk)
             with self._autocast():
                 loss, parts = self._train_loss(self.forward_model, x, y, spec=self.spec)
             if faults and faults.nan_loss(step):
@@ -279,14 +475,16 @@ class TorchBackend(common.BackendCore):
         faults, n = self.faults, len(index)
         chunks = common.micro_batches(index, self.grad_accum)
         loss_total, parts_total, oom = None, {}, None
-        last = None
+        last, lo, held = None, 0, None
         for i, chunk in enumerate(chunks):
             final = i == len(chunks) - 1
             try:
+                if i == 0 and self.placement == "stream":  # (its copy to the device may run out of memory)
+                    held = self._train_batch(index, step)
                 if faults:
                     faults.check_batch(len(chunk))
-                idx = torch.from_numpy(chunk).to(self.torch_device, non_blocking=True)
-                x, y = self._batch("train", idx)
+                x, y = self._micro_batch(chunk, lo, step, held)
+                lo += len(chunk)
                 with self._ddp.no_sync():
                     with self._autocast():
                         loss, parts = self._ddp(x, y)
@@ -435,19 +633,19 @@ class TorchBackend(common.BackendCore):
     def _to_host(self, rows: list[list]) -> np.ndarray:
         return torch.stack([torch.stack(row) for row in rows]).cpu().double().numpy()
 
-    def _split_length(self, split: str) -> int:
-        return int(self._splits[split][0].shape[0])
-
     @contextmanager
     def _eval_scope(self):
         self._sync_buffers()
         self.model.eval()
         self._eval_generator.manual_seed(self.config.seed)
-        with torch.no_grad():
-            yield
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self._close_eval_feed()
 
     def _eval_forward(self, split: str, idx: np.ndarray, number: int) -> dict:
-        x, y = self._batch(split, torch.from_numpy(idx).to(self.torch_device, non_blocking=True))
+        x, y = self._batch(split, idx) if self.placement == "device" else self._eval_batch(split, idx, number)
         # the VAE's noise: a function of the batch's number, so any process can evaluate any batch
         self._eval_generator.manual_seed(rank_seed(self.config.seed, number))
         with self._autocast():
@@ -473,7 +671,7 @@ class TorchBackend(common.BackendCore):
         for name, module in self.model.named_modules():
             if name and not list(module.children()) or (name and sum(1 for _ in module.parameters(recurse=False))):
                 hooks.append(module.register_forward_hook(hook(name)))
-        x, _ = self._batch("train", torch.arange(common.PROBE, device=self.torch_device))
+        x, _ = self._batch("train", np.arange(common.PROBE, dtype=np.int64))
         self.model.eval()
         try:
             self.model(x)
@@ -641,9 +839,21 @@ class TorchBackend(common.BackendCore):
         return torch.sigmoid(self.model.decode(z).float()).cpu().numpy()
 
     @torch.no_grad()
+    def predict(self, split: str, idx: np.ndarray) -> np.ndarray:
+        """The classes a classifier predicts for the examples at `idx` of `split` (read as
+        evaluation reads them: scaled and normalised, never augmented)."""
+        self.model.eval()
+        x, _ = self._batch(split, np.asarray(idx, dtype=np.int64))
+        with self._autocast():
+            logits = self.model(x)  # (B, classes)
+        return logits.float().argmax(dim=-1).cpu().numpy().astype(np.int64)
+
+    @torch.no_grad()
     def reconstruct(self, x: np.ndarray) -> np.ndarray:
         self.model.eval()
         xt = torch.as_tensor(x, device=self.torch_device)
+        if xt.dtype == torch.uint8:  # images as stored: [0, 1] as training sees them
+            xt = xt.float().mul_(_BYTE)
         return torch.sigmoid(self.model(xt).float()).cpu().numpy()
 
     @torch.no_grad()
