@@ -128,7 +128,10 @@ def build(kind: str, key: str, writer: Callable[[Path], dict]) -> tuple[Path, di
             return final, json.loads(manifest.read_text())
         if final.exists():  # a cache without its manifest: not complete (an old crash); rebuild
             shutil.rmtree(final, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(dir=croot, prefix=f".{kind}-building-"))
+        building = f".{kind}-{key[:24]}-building-"
+        for stale in croot.glob(building + "*"):  # left by a build killed outright (this lock is free)
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=croot, prefix=building))
         try:
             meta = dict(writer(tmp))
             meta.setdefault("kind", kind)

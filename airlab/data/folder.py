@@ -111,10 +111,17 @@ def _images(class_dir: Path, skipped: Counter) -> list[Path]:
     def fail(e: OSError):
         raise DataError(f"{e.filename}: cannot read the folder ({e.strerror})") from None
 
+    seen = {os.path.realpath(class_dir)}  # a linked folder is read once: a link to a parent is no loop
     for dirpath, dirnames, filenames in os.walk(class_dir, onerror=fail, followlinks=True):
         keep = [d for d in dirnames if not _hidden(d)]
         skipped["hidden"] += len(dirnames) - len(keep)
-        dirnames[:] = sorted(keep)
+        fresh = []
+        for d in sorted(keep):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real not in seen:
+                seen.add(real)
+                fresh.append(d)
+        dirnames[:] = fresh
         for name in filenames:
             if _hidden(name):
                 skipped["hidden"] += 1

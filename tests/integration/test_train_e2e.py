@@ -72,7 +72,8 @@ def test_last_stdout_line_names_the_run_directory(quick):
 def test_the_run_directory_holds_the_same_files_on_every_backend(quick):
     _, run_dir = quick
     assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "checkpoints", "config.yaml", "data.json",
-                                                         "env.json", "metrics.jsonl", "status.json", "summary.json"]
+                                                         "env.json", "metrics.jsonl", "samples", "status.json",
+                                                         "summary.json"]
 
 
 def test_config_yaml_loads_back_to_the_same_config(backend, quick):
@@ -145,7 +146,8 @@ def test_summary_json(backend, quick):
     best = max(val, key=lambda r: (r["metrics"]["accuracy"], -r["step"]))
     assert s["best"] == {"metric": "val/accuracy", "mode": "max", "value": best["metrics"]["accuracy"],
                          "step": best["step"]}
-    assert s["samples"] == []
+    assert s["samples"] == [str(run_dir / "samples" / "step-12-predictions.txt"),
+                            str(run_dir / "samples" / "step-12-predictions.png")]
 
 
 def test_weights_sha256_matches_the_final_checkpoint(quick):
@@ -415,12 +417,18 @@ def test_transformer_run_writes_text(backend, completed, airlab_cli):
     assert "--- sample 3" in text and "--- sample 4" not in text
 
 
-def test_sample_of_a_classifier_run_is_refused(backend, completed, airlab_cli):
+def test_sample_of_a_classifier_run_writes_its_predictions_by_class_name(backend, completed, airlab_cli):
     run_dir = completed(backend.name, "mlp")
-    r = airlab_cli("sample", run_dir)
-    assert r.code == 2
-    assert "does not generate samples" in r.err_lines[0]
-    assert not (run_dir / "samples").exists()
+    r = airlab_cli("sample", run_dir, "--n", "5", "--seed", "3")
+    assert r.code == 0, r.err
+    text = run_dir / "samples" / "step-10-seed3-predictions.txt"
+    lines = text.read_text(encoding="utf-8").splitlines()
+    names = set(json.loads((run_dir / "data.json").read_text())["class_names"])
+    rows = [line.split("\t") for line in lines[2:]]
+    assert len(rows) == 5 and all(p in names and t in names for _, p, t in rows), lines
+    right = sum(p == t for _, p, t in rows)
+    assert lines[0].endswith(f": {right} right")
+    Image.open(run_dir / "samples" / "step-10-seed3-predictions.png").verify()
 
 
 def test_sample_without_a_checkpoint(backend, completed, airlab_cli, tmp_path):

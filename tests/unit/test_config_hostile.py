@@ -459,11 +459,12 @@ def test_the_resolved_config_records_the_name_used(tmp_path):
 
 
 def test_every_model_and_dataset_name_makes_a_valid_run_name(mlp_yaml):
-    from airlab.data import dataset_names
+    from airlab.data import dataset_names, user_kinds
 
     own = load_config(mlp_yaml, check_resources=False)
     for data in dataset_names():
-        name = load_config(mlp_yaml, [f"data.name={data}"], check_resources=False).name
+        own_data = [f"data.path={mlp_yaml}"] if data in user_kinds() else []  # the user's kinds need a path
+        name = load_config(mlp_yaml, [f"data.name={data}", *own_data], check_resources=False).name
         # an override that sets the config's own dataset changes nothing, the name included
         assert name == (own.name if data == own.data.name else f"mlp-{data}")
 

@@ -219,3 +219,11 @@ def test_cache_reused_then_rebuilt_after_a_change(tmp_path, monkeypatch):
     third = folder.load(_opts(root, val_fraction=0.0), seed=0)
     assert third.cache != first.cache
     assert third.train.x[0, :, 0, 0].tolist() == [99, 99, 99]
+
+
+def test_a_link_back_to_a_parent_folder_is_read_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRLAB_CACHE_DIR", str(tmp_path / "cache"))
+    root = _tree(tmp_path / "imgs", classes=("a", "b"), n=3)
+    (root / "a" / "loop").symlink_to(root / "a", target_is_directory=True)
+    ds = folder.load(_opts(root, val_fraction=0.0), seed=0)
+    assert len(ds.train) == 6

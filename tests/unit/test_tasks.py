@@ -83,5 +83,5 @@ def test_task_table_is_consistent_with_the_registry():
         split, metric = task.best_metric.split("/")
         assert split == "val" and metric in task.metrics
         assert task.best_mode in ("min", "max")
-    assert get_task("classification").samples is None
-    assert {t.samples for t in TASKS.values()} == {None, "images", "reconstructions", "text"}
+    assert get_task("classification").samples == "predictions"
+    assert {t.samples for t in TASKS.values()} == {"predictions", "images", "reconstructions", "text"}
