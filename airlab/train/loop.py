@@ -749,9 +749,33 @@ class Trainer:
                                       samples_per_s=sps))
 
     def _evaluate(self, state, split: str) -> dict:
-        metrics = self.backend.evaluate(split)
+        metrics = self._per_character(split, self.backend.evaluate(split))
         self._record(state, split, metrics)
         return metrics
+
+    def _per_character(self, split: str, metrics: dict) -> dict:
+        """A language model on BPE tokens: its loss is per token, and `bpc` becomes bits per
+        character of the split's text (loss x tokens / characters / ln 2), comparable with a
+        character model's; perplexity stays per token."""
+        ds = self.dataset
+        tok = getattr(ds, "tokenizer", None)
+        if tok is None or tok.kind == "char" or "loss" not in metrics:
+            return metrics
+        chars = ds.extra.get("split_characters")  # [train, test, val], as the text is cut
+        if isinstance(chars, (list, tuple)) and len(chars) == 3:
+            chars = dict(zip(("train", "test", "val"), chars))
+        chars = chars.get(split) if isinstance(chars, dict) else None
+        tokens = (ds.extra.get("split_tokens") or {}).get(split)
+        if chars and tokens and ds.extra.get("limit") is None:
+            metrics["bpc"] = metrics["loss"] * tokens / chars / math.log(2)
+        return metrics
+
+    @property
+    def _loss_units(self) -> str:
+        tok = getattr(self.dataset, "tokenizer", None)
+        if tok is not None and tok.kind != "char":
+            return f"cross-entropy per {tok.kind.upper()} token (nats); bpc: bits per character of the text"
+        return self.task.units
 
     def _track_best(self, state, val: dict) -> bool:
         """Update the best metric; return True when early stopping says stop."""
@@ -918,7 +942,8 @@ class Trainer:
     def _finish(self, state: dict, wall0: float) -> RunResult:
         final = {}
         if len(self.dataset.val) > 0:
-            final["val"] = self._last_val if self._last_val is not None else self.backend.evaluate("val")
+            final["val"] = (self._last_val if self._last_val is not None
+                            else self._per_character("val", self.backend.evaluate("val")))
         if self.dataset.test is not None and len(self.dataset.test) > 0:
             final["test"] = self._evaluate(state, "test")
         sample_files = self.role.on_main(self._write_samples, state)
@@ -941,7 +966,7 @@ class Trainer:
             "final": final,
             "best": {"metric": self.task.best_metric, "mode": self.task.best_mode, "value": state["best"],
                      "step": state["best_step"]},
-            "loss_units": self.task.units,
+            "loss_units": self._loss_units,
             "train_time_s": round(train_time, 3),
             "wall_time_s": round(time.time() - wall0, 3),
             "resumed_at_step": self._start_step if self.resume_from is not None else None,

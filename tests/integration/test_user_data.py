@@ -11,6 +11,7 @@ Fixtures are generated here: PNG folders, a .npz, a text file, a CSV (a few KB e
 from __future__ import annotations
 
 import json
+import math
 import signal
 from pathlib import Path
 
@@ -124,6 +125,10 @@ def test_every_model_trains_on_the_kinds_it_reads(backend, model, kind, paths, a
         assert facts["class_names"] == list(CLASSES)
     if kind == "bpe":
         assert facts["tokenizer"]["kind"] == "bpe" and (run / "tokenizer.json").is_file()
+        # the loss is per token; bpc is per character of the validation text, as a character model's
+        assert "per BPE token" in summary["loss_units"]
+        val = summary["final"]["val"]
+        assert val["bpc"] < val["loss"] / math.log(2)  # a BPE token spans more than one character
     if kind == "text":
         assert "é" in facts["vocab"]
 
