@@ -360,6 +360,12 @@ class Trainer:
         counts = ", ".join(f"{name} {len(split):,}" for name, split in ds.splits().items())
         unit = " tokens" if ds.kind == "text" else ""
         line = f"data: {ds.name} ({ds.kind}): {counts}{unit}"
+        found = ds.extra.get("layout") if ds.name == "npz" else None
+        if found:  # what the file held, as it was read
+            line += f" ({found} {ds.extra.get('dtype', '')} in the file)".replace("  ", " ").replace(" )", ")")
+        skipped = {k: v for k, v in (ds.extra.get("skipped") or {}).items() if v}
+        if skipped:
+            line += " (skipped: " + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in skipped.items()) + ")"
         placement = getattr(b, "placement", "device")
         reason = getattr(b, "placement_reason", "")
         line += ("; fast path (every split on the device)" if placement == "device"
