@@ -17,6 +17,7 @@ and a build interrupted at any moment leaves no half cache under the real name.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -30,7 +31,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from airlab.data.files import data_dir
-from airlab.errors import DataError
+from airlab.errors import DataError, EnvironmentProblem
 
 MANIFEST = "manifest.json"
 _KEYS = "keys.json"
@@ -63,8 +64,13 @@ def _content_key(files: Sequence[Path], root: Path | None, options: dict) -> str
 
 @contextmanager
 def _locked(root: Path, name: str) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{name}.lock", "a+b") as fh:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fh = open(root / f".{name}.lock", "a+b")
+    except OSError as e:
+        raise EnvironmentProblem(f"cannot write the data cache in {root}: {e.strerror}",
+                                 hint="free disk space, or set AIRLAB_CACHE_DIR to a writable folder") from None
+    with fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -79,6 +85,15 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+def _known_keys(croot: Path) -> dict:
+    """The remembered content keys, by stat key (read under the "keys" lock)."""
+    try:
+        known = json.loads((croot / _KEYS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
 def content_key(files: Sequence[Path], options: dict, root: Path | None = None) -> str:
     """A hash of the files' contents (named relative to `root`, or by file name) and of `options`;
     reading the files only when their (path, size, mtime) changed since the last time."""
@@ -86,24 +101,15 @@ def content_key(files: Sequence[Path], options: dict, root: Path | None = None) 
     croot = cache_root()
     try:
         stat = _stat_key(files, root, options)
-    except OSError as e:
-        raise DataError(f"cannot read {e.filename}: {e.strerror}") from None
-    with _locked(croot, "keys"):
-        try:
-            known = json.loads((croot / _KEYS).read_text())
-        except (OSError, ValueError):
-            known = {}
-        if stat in known:
-            return known[stat]
-    try:
+        with _locked(croot, "keys"):
+            known = _known_keys(croot).get(stat)
+        if isinstance(known, str):
+            return known
         key = _content_key(files, root, options)
     except OSError as e:
         raise DataError(f"cannot read {e.filename}: {e.strerror}") from None
     with _locked(croot, "keys"):
-        try:
-            known = json.loads((croot / _KEYS).read_text())
-        except (OSError, ValueError):
-            known = {}
+        known = _known_keys(croot)
         known[stat] = key
         if len(known) > 1000:  # the newest thousand folders
             known = dict(list(known.items())[-1000:])
@@ -146,7 +152,21 @@ def build(kind: str, key: str, writer: Callable[[Path], dict]) -> tuple[Path, di
 
 def new_array(directory: Path, name: str, shape: tuple[int, ...], dtype) -> np.memmap:
     """A writable memory-mapped .npy file `name`.npy in `directory` (for a writer to fill)."""
-    return np.lib.format.open_memmap(directory / f"{name}.npy", mode="w+", dtype=np.dtype(dtype), shape=shape)
+    path = directory / f"{name}.npy"
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=shape)
+    # the file is sparse: reserve its blocks now, so a full disk is an error here and not a SIGBUS
+    # when a page of the map is first written
+    try:
+        with open(path, "r+b") as fh:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):  # a filesystem without fallocate
+            return array
+        del array
+        raise EnvironmentProblem(f"cannot write the data cache in {directory.parent}: {e.strerror} "
+                                 f"({name}.npy needs {os.stat(path).st_size:,} bytes)",
+                                 hint="free disk space, or set AIRLAB_CACHE_DIR to a folder on a larger disk") from None
+    return array
 
 
 def open_array(directory: Path, name: str) -> np.ndarray:

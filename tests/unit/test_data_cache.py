@@ -106,3 +106,48 @@ def test_the_content_key_follows_the_contents_not_the_clock(tmp_path):
     f.write_text("two")
     assert cache.content_key([f], {"v": 1}, root=tmp_path) != k1
     assert cache.content_key([f], {"v": 2}, root=tmp_path) != cache.content_key([f], {"v": 1}, root=tmp_path)
+
+
+def test_a_cache_folder_that_cannot_be_written_is_an_environment_problem(tmp_path, monkeypatch):
+    from airlab.errors import EnvironmentProblem
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("AIRLAB_CACHE_DIR", str(blocked / "cache"))
+    with pytest.raises(EnvironmentProblem, match="cannot write the data cache") as info:
+        cache.build("t", "w" * 64, _writer([]))
+    assert info.value.exit_code == 4 and "AIRLAB_CACHE_DIR" in info.value.hint
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"cannot mount a tmpfs here: {e}")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
+
+
+def test_a_real_full_disk_is_an_environment_problem_not_a_crash(small_tmpfs, monkeypatch):
+    """A 256 kB tmpfs and a 4 MiB array: the blocks are reserved before the map is written, so
+    the build fails with exit 4 naming the cache (a sparse file would die of SIGBUS), and leaves
+    no cache and no temporary directory behind."""
+    from airlab.errors import EnvironmentProblem
+
+    monkeypatch.setenv("AIRLAB_CACHE_DIR", str(small_tmpfs / "cache"))
+
+    def big(directory: Path) -> dict:
+        a = cache.new_array(directory, "x", (4096, 1024), np.uint8)
+        a[:] = 1
+        return {}
+
+    with pytest.raises(EnvironmentProblem, match="cannot write the data cache") as info:
+        cache.build("t", "b" * 64, big)
+    assert info.value.exit_code == 4
+    assert [p.name for p in (small_tmpfs / "cache").iterdir() if not p.name.endswith(".lock")] == []
