@@ -14,11 +14,12 @@ def main() -> None:
     signals.install()
     try:
         from airlab.cli.main import run
-    except signals.SignalReceived as e:
+
+        code = run(sys.argv[1:])
+    except signals.SignalReceived as e:  # before (or as) the CLI's own boundary was in place
         if os.environ.get("RANK", "0").strip() in ("", "0"):  # one line for a run of several processes
             sys.stderr.write(f"error: interrupted ({e.name})\n")
         sys.exit(signals.exit_code(e.signum))
-    code = run(sys.argv[1:])
     # the command has ended and said so: a signal while Python shuts down (a launcher stopping
     # every process of a run, say) ends the process with this code, not with a traceback
     signals.install(lambda signum, frame: os._exit(code))

@@ -138,14 +138,15 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
-    from airlab.cli.common import set_invocation
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         argv = ["--help"]
-    set_invocation(argv)
-    command = typer.main.get_command(app)
     try:
+        # inside the try: a signal while the command tree is built is "interrupted" like any other
+        from airlab.cli.common import set_invocation
+
+        set_invocation(argv)
+        command = typer.main.get_command(app)
         rv = command.main(args=argv, prog_name="airlab", standalone_mode=False)
         # Typer returns (does not raise) the code of a typer.Exit, and 130 for a KeyboardInterrupt
         code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
