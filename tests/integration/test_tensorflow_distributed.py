@@ -63,16 +63,20 @@ def final_weights(run_dir: Path) -> dict[str, np.ndarray]:
 # --- MirroredStrategy over 2 logical CPU devices against one device -----------------------------------
 
 
-@pytest.mark.parametrize("model, extra", [
-    ("mlp", []),  # its smoke settings have dropout 0.5: masks keyed to the global sample position
-    ("cnn", ["model.dropout=0"]),
-], ids=["mlp", "cnn"])
-def test_two_replicas_train_as_one_device(model, extra, tmp_path):
+@pytest.mark.parametrize("model, extra, replicas_only", [
+    ("mlp", [], []),  # its smoke settings have dropout 0.5: masks keyed to the global sample position
+    # augmented and normalised images, the replicas' batches streamed from the host: each replica
+    # augments its own rows, as the one device does them all
+    ("cnn", ["model.dropout=0", "data.augment={random_crop: 2, horizontal_flip: true}", "data.normalize=true"],
+     ["data.placement=stream"]),
+], ids=["mlp", "cnn-augmented-streamed"])
+def test_two_replicas_train_as_one_device(model, extra, replicas_only, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     config, overrides = case(model, eval_every=20)
     r = invoke("train", config, *overrides, *RUN, *extra, *TF, "--run-dir", one)  # one device: in this process
     assert r.code == 0, r.err
-    train(two, model, extra, TWO)
+    train(two, model, [*extra, *replicas_only], TWO)
+    assert summary(two)["data"]["placement"] == ("stream" if replicas_only else "device")
     a, b = final_weights(one), final_weights(two)
     assert sorted(a) == sorted(b)
     worst = max(float(np.max(np.abs(a[k] - b[k]))) for k in a)
