@@ -227,3 +227,21 @@ def only_problem(path, overrides=None) -> str:
     problems = problems_of(path, overrides)
     assert len(problems) == 1, problems
     return problems[0]
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, size: str):
+    """A real tmpfs of `size` ("600k") mounted at `mount` for a full-disk test, unmounted after;
+    the test is skipped where this machine does not let it mount one."""
+    mount.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"cannot mount a tmpfs here: {e}")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIGS, REPO, SHAPES_TINY
+from conftest import CONFIGS, REPO, SHAPES_TINY, tmpfs
 from airlab.train import checkpoint as ckpt
 from airlab.train import rundir
 
@@ -194,17 +194,8 @@ def test_a_file_size_limit_is_an_environment_problem(tmp_path):
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
-                              capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as e:
-        pytest.skip(f"cannot mount a tmpfs here: {e}")
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
+    with tmpfs(tmp_path / "tmpfs", "600k") as mount:
+        yield mount
 
 
 def test_a_full_disk_is_an_environment_problem_and_the_previous_checkpoint_survives(small_tmpfs, airlab_cli):

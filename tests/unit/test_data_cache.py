@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from airlab.data import cache
+from conftest import tmpfs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,17 +122,8 @@ def test_a_cache_folder_that_cannot_be_written_is_an_environment_problem(tmp_pat
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                              capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as e:
-        pytest.skip(f"cannot mount a tmpfs here: {e}")
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
+    with tmpfs(tmp_path / "tmpfs", "256k") as mount:
+        yield mount
 
 
 def test_a_real_full_disk_is_an_environment_problem_not_a_crash(small_tmpfs, monkeypatch):
