@@ -115,12 +115,9 @@ def _to_float(x: np.ndarray) -> np.ndarray:
 
 
 def _split_images(raw: RawData, val_fraction: float, seed: int, limit: int | None):
-    n = int(raw.x.shape[0])
-    if n < 2 and val_fraction > 0:
-        raise DataError(f"need at least 2 training samples to carve a validation split, found {n}")
-    n_val = min(max(int(round(n * val_fraction)), 1), n - 1) if val_fraction > 0 else 0
-    perm = np.random.default_rng(seed).permutation(n)
-    val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    from airlab.data.splits import carve  # the rule every dataset is split by
+
+    train_idx, val_idx, _ = carve(int(raw.x.shape[0]), val_fraction, seed)
     if limit is not None:
         train_idx, val_idx = train_idx[:limit], val_idx[:limit]
     y = np.asarray(raw.y, dtype=np.int64)

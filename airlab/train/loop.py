@@ -860,7 +860,6 @@ class Trainer:
         plan, cfg, backend = self.plan, self.config, self.backend
         has_val = len(self.dataset.val) > 0
         self.reporter.begin(plan.total_steps, state["step"], f"{cfg.name} [{cfg.model.name}/{cfg.backend}]")
-        rank, world = self.role.rank, self.role.world_size
         self._last_val = None
         clock = _Clock(backend.synchronize)
         seen_interval = 0
@@ -868,7 +867,7 @@ class Trainer:
         while state["step"] < plan.total_steps:
             step = state["step"]
             index = self.order.global_batch(step)  # the global batch: a pure function of (seed, epoch)
-            mine = index[rank * self.share:(rank + 1) * self.share] if world > 1 else index
+            mine = self.order.share_of(index)
             lr = self.lr_at(step)
             failed = None
             try:
@@ -983,9 +982,7 @@ class Trainer:
             "checkpoint": str(self._last_ckpt) if self._last_ckpt else None,
             # data files used without a published digest to check them against (raw IDX files)
             "data_unverified": list(self.dataset.unverified),
-            "data": {"name": self.config.data.name, "kind": self.dataset.kind,
-                     "validation": "val split" if len(self.dataset.val) else "none (data.val_fraction: 0)",
-                     "placement": getattr(self.backend, "placement", "device")},
+            "data": {k: v for k, v in self._data_facts().items() if k in ("name", "kind", "validation", "placement")},
             "samples": sample_files,
         }
         self.faults.at("summary")

@@ -44,12 +44,15 @@ class BatchOrder:
         epoch, pos = divmod(step, self.steps_per_epoch)
         return self.epoch_order(epoch)[pos * self.batch_size:(pos + 1) * self.batch_size]
 
+    def share_of(self, index: np.ndarray) -> np.ndarray:
+        """This process's contiguous share of a global batch."""
+        if self.world > 1:
+            return index[self.rank * self.share:(self.rank + 1) * self.share]
+        return index
+
     def at(self, step: int) -> tuple[int, np.ndarray]:
         """(epoch, this process's examples) of step `step` (0-based)."""
-        index = self.global_batch(step)
-        if self.world > 1:
-            index = index[self.rank * self.share:(self.rank + 1) * self.share]
-        return self.epoch_of(step), index
+        return self.epoch_of(step), self.share_of(self.global_batch(step))
 
 
 __all__ = ["BatchOrder"]
