@@ -18,6 +18,7 @@ from airlab.cli import convert as convert_cmd
 from airlab.cli import data as data_cmd
 from airlab.cli import doctor as doctor_cmd
 from airlab.cli import models as models_cmd
+from airlab.cli import runs as runs_cmd
 from airlab.cli import sample as sample_cmd
 from airlab.cli import setup as setup_cmd
 from airlab.cli import train as train_cmd
@@ -52,6 +53,7 @@ def root(version: bool = typer.Option(False, "--version", callback=_version, is_
 app.command("train")(train_cmd.train)
 app.command("validate")(validate_cmd.validate)
 app.command("models")(models_cmd.models)
+app.command("runs")(runs_cmd.runs)
 app.command("sample")(sample_cmd.sample)
 app.command("convert")(convert_cmd.convert)
 app.command("doctor")(doctor_cmd.doctor)
