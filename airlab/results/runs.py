@@ -63,7 +63,7 @@ def _config_facts(run_dir: Path) -> dict:
 
     try:
         text = (run_dir / "config.yaml").read_text(encoding="utf-8")
-        config = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        config = yaml.safe_load(text)
     except (OSError, ValueError, yaml.YAMLError):
         return {}
     if not isinstance(config, dict):
