@@ -245,3 +245,10 @@ def tmpfs(mount: Path, size: str):
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
+
+
+def without_package(monkeypatch, name: str) -> None:
+    """Make `import NAME` (and its submodules) fail with ImportError for this test, as on a
+    machine without that optional package."""
+    for module in {name, *(m for m in sys.modules if m.startswith(name + "."))}:
+        monkeypatch.setitem(sys.modules, module, None)

@@ -208,26 +208,20 @@ def weighted_means(keys: list[str], table: np.ndarray, counts: Iterable[int]) ->
 FIT_FRACTION = 0.5  # the fast path when every split takes at most this share of the free memory
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 def choose_placement(requested: str, data_bytes: int, free_bytes: int | None, where: str) -> tuple[str, str]:
     """("device" | "stream", why) for `data.placement`. auto: the fast path (every split on the
     device, batches gathered there) when the data takes at most FIT_FRACTION of the memory free
     on the device (`free_bytes`; None: unknown, then the fast path), else streaming (batches
     gathered on the host from the memory-mapped cache and prefetched)."""
+    from airlab.config.resources import human_bytes  # (the config package: imported when asked)
+
     if requested in ("device", "stream"):
-        return requested, f"data.placement: {requested} ({_size(data_bytes)} of data)"
+        return requested, f"data.placement: {requested} ({human_bytes(data_bytes)} of data)"
     if free_bytes is None:
-        return "device", f"{_size(data_bytes)} of data; the free memory of {where} is unknown"
+        return "device", f"{human_bytes(data_bytes)} of data; the free memory of {where} is unknown"
     verdict = "fits in" if data_bytes <= FIT_FRACTION * free_bytes else "does not fit in"
     mode = "device" if verdict == "fits in" else "stream"
-    return mode, f"{_size(data_bytes)} of data {verdict} {FIT_FRACTION:.0%} of the {_size(free_bytes)} free on {where}"
+    return mode, f"{human_bytes(data_bytes)} of data {verdict} {FIT_FRACTION:.0%} of the {human_bytes(free_bytes)} free on {where}"
 
 
 # -- the base class ------------------------------------------------------------------------------

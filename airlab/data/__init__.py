@@ -140,10 +140,9 @@ def _split_text(raw: RawData, val_fraction: float, limit: int | None):
         lut[ord(ch)] = i
     codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
     ids = lut[codes]
-    n = ids.shape[0]
-    if n < 2 and val_fraction > 0:
-        raise DataError(f"need at least 2 characters of text to carve a validation split, found {n}")
-    n_train = min(max(int(n * (1.0 - val_fraction)), 1), n - 1) if val_fraction > 0 else n
+    from airlab.data.splits import text_cuts  # the rule every text is split by
+
+    n_train, _ = text_cuts(int(ids.shape[0]), val_fraction)
     train, val = ids[:n_train], ids[n_train:]
     if limit is not None:
         train, val = train[:limit], val[:limit]

@@ -162,7 +162,6 @@ def new_array(directory: Path, name: str, shape: tuple[int, ...], dtype) -> np.m
     except OSError as e:
         if e.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):  # a filesystem without fallocate
             return array
-        del array
         raise EnvironmentProblem(f"cannot write the data cache in {directory.parent}: {e.strerror} "
                                  f"({name}.npy needs {os.stat(path).st_size:,} bytes)",
                                  hint="free disk space, or set AIRLAB_CACHE_DIR to a folder on a larger disk") from None

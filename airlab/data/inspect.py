@@ -326,20 +326,22 @@ def describe(config, dataset: Dataset) -> dict:
 # -- the grid of examples ------------------------------------------------------------------------
 
 
-def _font():
+def label_font(size: int = 12):
+    """Pillow's default font at `size` (the bitmap font where Pillow has no FreeType)."""
     from PIL import ImageFont
 
     try:
-        return ImageFont.load_default(size=12)
+        return ImageFont.load_default(size=size)
     except Exception:  # Pillow without FreeType: the bitmap font
         return ImageFont.load_default()
 
 
-def _label(draw, xy, text: str, font) -> None:
+def draw_label(draw, xy, text: str, font, fill=(0, 0, 0)) -> None:
+    """Text on a picture; characters the font cannot draw become '?'."""
     try:
-        draw.text(xy, text, fill=(0, 0, 0), font=font)
+        draw.text(xy, text, fill=fill, font=font)
     except (UnicodeError, ValueError):  # a bitmap font cannot draw every character
-        draw.text(xy, text.encode("ascii", "replace").decode(), fill=(0, 0, 0), font=font)
+        draw.text(xy, text.encode("ascii", "replace").decode(), fill=fill, font=font)
 
 
 def write_grid(dataset: Dataset, path: Path) -> dict:
@@ -370,7 +372,7 @@ def write_grid(dataset: Dataset, path: Path) -> dict:
         tiles = (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     scale = max(1, min(12, -(-GRID_TILE // max(h, w))))
     th, tw, pad = h * scale, w * scale, 4
-    font = _font()
+    font = label_font()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     labels = [n if len(n) <= LABEL_CHARS else n[:LABEL_CHARS - 1] + "~" for n in rows]
     label_w = int(max((probe.textlength(t, font=font) for t in labels), default=0)) + 2 * pad
@@ -381,7 +383,7 @@ def write_grid(dataset: Dataset, path: Path) -> dict:
     at = 0  # the next tile of `tiles`, which holds the picks row after row
     for r, (label, chosen) in enumerate(zip(labels, picks)):
         top = pad + r * (th + pad)
-        _label(draw, (pad, top + th // 2 - 6), label, font)
+        draw_label(draw, (pad, top + th // 2 - 6), label, font)
         for col in range(chosen.size):
             tile = np.ascontiguousarray(np.transpose(tiles[at], (1, 2, 0)))
             at += 1

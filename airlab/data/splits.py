@@ -34,6 +34,22 @@ def carve(n: int, val_fraction: float, seed: int, test_fraction: float = 0.0,
     return train, val, test
 
 
+def text_cuts(n: int, val_fraction: float, test_fraction: float = 0.0) -> tuple[int, int]:
+    """(end of train, end of test) in characters of a text of n characters; val is [end of test, n).
+    Val is the last val_fraction (every text dataset, built-in or the user's), test the test_fraction
+    before it; each part asked for gets at least one character and train keeps at least one."""
+    need = 1 + (val_fraction > 0) + (test_fraction > 0)
+    if n < need:
+        raise DataError(f"need at least {need} characters of text to carve the splits asked for, found {n}",
+                        hint="add text, or set data.val_fraction: 0 (and data.test_fraction: 0)")
+    end_test = min(max(int(n * (1.0 - val_fraction)), 1), n - 1) if val_fraction > 0 else n
+    if test_fraction > 0:
+        end_train = min(max(int(n * (1.0 - val_fraction - test_fraction)), 1), end_test - 1)
+    else:
+        end_train = end_test
+    return end_train, end_test
+
+
 def limited(rows: np.ndarray, limit: int | None) -> np.ndarray:
     return rows if limit is None else rows[:limit]
 
@@ -117,4 +133,4 @@ def image_dataset(name: str, options, seed: int, *, train: tuple[np.ndarray, np.
     return ds
 
 
-__all__ = ["carve", "channel_stats", "check_labels", "image_dataset", "limited", "subset"]
+__all__ = ["carve", "channel_stats", "check_labels", "image_dataset", "limited", "subset", "text_cuts"]

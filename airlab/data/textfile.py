@@ -36,6 +36,7 @@ import numpy as np
 
 from airlab.data import cache
 from airlab.data.base import Dataset, Split
+from airlab.data.splits import text_cuts
 from airlab.data.tokenize import BpeTokenizer, CharTokenizer, load_tokenizer, require_tokenizers
 from airlab.errors import DataError
 
@@ -89,22 +90,6 @@ def read_text(files: list[Path]) -> str:
     return "".join(parts)
 
 
-def cuts(n: int, val_fraction: float, test_fraction: float = 0.0) -> tuple[int, int]:
-    """(end of train, end of test) in characters of a text of n characters; val is [end of test, n).
-    Val is the last val_fraction (the rule of the built-in text datasets), test the test_fraction
-    before it; each part asked for gets at least one character and train keeps at least one."""
-    need = 1 + (val_fraction > 0) + (test_fraction > 0)
-    if n < need:
-        raise DataError(f"need at least {need} characters of text to carve the splits asked for, found {n}",
-                        hint="add text, or set data.val_fraction: 0 (and data.test_fraction: 0)")
-    end_test = min(max(int(n * (1.0 - val_fraction)), 1), n - 1) if val_fraction > 0 else n
-    if test_fraction > 0:
-        end_train = min(max(int(n * (1.0 - val_fraction - test_fraction)), 1), end_test - 1)
-    else:
-        end_train = end_test
-    return end_train, end_test
-
-
 def _writer(files: list[Path], kind: str, vocab_size: int, val_fraction: float, test_fraction: float):
     def write(tmp: Path) -> dict:
         text = read_text(files)
@@ -112,7 +97,7 @@ def _writer(files: list[Path], kind: str, vocab_size: int, val_fraction: float, 
             where = files[0] if len(files) == 1 else f"every file under {files[0].parent}"
             raise DataError(f"{where}: no text (empty)", hint="data.name: text needs some text to train on")
         n = len(text)
-        end_train, end_test = cuts(n, val_fraction, test_fraction)
+        end_train, end_test = text_cuts(n, val_fraction, test_fraction)
         parts = [text[:end_train], text[end_train:end_test], text[end_test:]]  # train, test, val
         log.info("text: tokenizing %s characters of %d file(s) with %s, once (the ids are cached)",
                  f"{n:,}", len(files), "byte-level BPE" if kind == "bpe" else "characters")
@@ -185,4 +170,4 @@ def load(options, *, seed: int) -> Dataset:
                    source=str(path), cache=str(directory), meta=meta, extra=extra)
 
 
-__all__ = ["cuts", "load", "read_text", "text_files"]
+__all__ = ["load", "read_text", "text_files"]

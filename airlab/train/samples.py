@@ -51,7 +51,9 @@ def save_reconstructions(inputs: np.ndarray, outputs: np.ndarray, path: Path) ->
 def save_predictions(images: np.ndarray, predicted: list[str], true: list[str], path: Path) -> Path:
     """Images (N, C, H, W) in [0, 1] in a grid, each captioned with the predicted class, green
     when it is the true one, red with the true one beside it when not."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
+
+    from airlab.data.inspect import draw_label, label_font
 
     n, c, h, w = images.shape
     scale = max(1, -(-96 // max(h, w)))
@@ -60,10 +62,7 @@ def save_predictions(images: np.ndarray, predicted: list[str], true: list[str], 
     nrows = -(-n // ncols)
     canvas = Image.new("RGB", (ncols * (tw + pad) + pad, nrows * (th + cap + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    try:
-        font = ImageFont.load_default(size=11)
-    except Exception:  # Pillow without FreeType
-        font = ImageFont.load_default()
+    font = label_font(11)
     pixels = (np.clip(images, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     for i in range(n):
         r, col = divmod(i, ncols)
@@ -74,11 +73,7 @@ def save_predictions(images: np.ndarray, predicted: list[str], true: list[str], 
         ok = predicted[i] == true[i]
         lines = [predicted[i][:16]] if ok else [predicted[i][:16], f"(true: {true[i][:10]})"]
         for k, text in enumerate(lines):
-            try:
-                draw.text((x0, y0 + th + 2 + 13 * k), text, fill=(0, 128, 0) if ok else (200, 0, 0), font=font)
-            except (UnicodeError, ValueError):  # a bitmap font cannot draw every character
-                draw.text((x0, y0 + th + 2 + 13 * k), text.encode("ascii", "replace").decode(),
-                          fill=(0, 128, 0) if ok else (200, 0, 0), font=font)
+            draw_label(draw, (x0, y0 + th + 2 + 13 * k), text, font, fill=(0, 128, 0) if ok else (200, 0, 0))
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
     return path

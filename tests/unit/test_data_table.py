@@ -159,18 +159,10 @@ def test_parquet_round_trip_matches_the_csv(tmp_path):
 
 
 def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
-    import builtins
-
     from airlab.errors import ConfigError
+    from conftest import without_package
 
-    real = builtins.__import__
-
-    def no_pyarrow(name, *args, **kw):
-        if name == "pyarrow" or name.startswith("pyarrow."):
-            raise ImportError(name)
-        return real(name, *args, **kw)
-
-    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    without_package(monkeypatch, "pyarrow")
     f = tmp_path / "t.parquet"
     f.write_bytes(b"PAR1")
     with pytest.raises(ConfigError) as info:

@@ -209,16 +209,9 @@ def test_bpe_vocabulary_may_come_out_smaller_on_a_tiny_text(tmp_path):
 
 
 def test_bpe_without_the_tokenizers_package_names_the_extra(tmp_path, monkeypatch):
-    import builtins
+    from conftest import without_package
 
-    real = builtins.__import__
-
-    def no_tokenizers(name, *args, **kw):
-        if name == "tokenizers" or name.startswith("tokenizers."):
-            raise ImportError(name)
-        return real(name, *args, **kw)
-
-    monkeypatch.setattr(builtins, "__import__", no_tokenizers)
+    without_package(monkeypatch, "tokenizers")
     f = tmp_path / "t.txt"
     f.write_text("some text here\n")
     from airlab.errors import ConfigError
