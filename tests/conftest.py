@@ -73,6 +73,9 @@ def _session_env(tmp_path_factory):
     """Session-wide isolation, in force for module- and session-scoped fixtures too."""
     mp = pytest.MonkeyPatch()
     _point_env_at(tmp_path_factory.mktemp("session-env"), mp.setenv)
+    # matplotlib's font cache, built once for the session (not per test's XDG_CACHE_HOME): every
+    # finished run draws curves.png, and a subprocess run would otherwise rebuild it (~0.4 s)
+    mp.setenv("MPLCONFIGDIR", str(tmp_path_factory.mktemp("matplotlib")))
     mp.setenv("AIRLAB_OFFLINE", "1")
     mp.delenv("AIRLAB_DEBUG", raising=False)
     yield

@@ -14,10 +14,13 @@ import typer
 
 from airlab import __version__
 from airlab.cli import bench as bench_cmd
+from airlab.cli import compare as compare_cmd
 from airlab.cli import convert as convert_cmd
 from airlab.cli import data as data_cmd
 from airlab.cli import doctor as doctor_cmd
 from airlab.cli import models as models_cmd
+from airlab.cli import plot as plot_cmd
+from airlab.cli import report as report_cmd
 from airlab.cli import runs as runs_cmd
 from airlab.cli import sample as sample_cmd
 from airlab.cli import setup as setup_cmd
@@ -54,6 +57,9 @@ app.command("train")(train_cmd.train)
 app.command("validate")(validate_cmd.validate)
 app.command("models")(models_cmd.models)
 app.command("runs")(runs_cmd.runs)
+app.command("plot")(plot_cmd.plot)
+app.command("compare")(compare_cmd.compare)
+app.command("report")(report_cmd.report)
 app.command("sample")(sample_cmd.sample)
 app.command("convert")(convert_cmd.convert)
 app.command("doctor")(doctor_cmd.doctor)

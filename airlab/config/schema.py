@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from airlab import registry
 from airlab.backends import table
 from airlab.specs.base import refuse_bools
+from airlab.train.trackers import TRACKERS
 
 
 class _Section(BaseModel):
@@ -161,6 +162,17 @@ class TrainConfig(_Section):
 
 class OutputConfig(_Section):
     runs_root: str = Field("runs", description="runs are written to <runs_root>/<name>-<timestamp>/")
+    trackers: list[Literal[tuple(TRACKERS)]] = Field(  # type: ignore[valid-type]
+        [], description="also show the run in these trackers while it trains: tensorboard (event files in the run "
+                        "directory), mlflow (MLFLOW_TRACKING_URI, default sqlite:///<runs_root>/mlflow.db)")
+    curves: bool = Field(True, description="a finished run draws its learning curves into curves.png")
+
+    @field_validator("trackers")
+    @classmethod
+    def _trackers(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"a tracker is named twice. Received: trackers={v}")
+        return v
 
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")

@@ -27,6 +27,7 @@ import numpy as np
 
 from airlab import registry
 from airlab.backends import backend_class, table
+from airlab.backends.common import eval_batch_size
 from airlab.config import load as config_load
 from airlab.config import to_dict, to_yaml
 from airlab.data import load_dataset
@@ -944,6 +945,25 @@ class Trainer:
                               tag=f"step-{state['step']}")
         return [str(p) for p in files]
 
+    def _write_views(self) -> dict:
+        """Main process, once the run is complete: confusion.json (a classifier's confusion matrix
+        on the test split) and curves.png (the learning curves of metrics.jsonl). A view that cannot
+        be drawn is named in a message; the run stays complete."""
+        views = {}
+        if self.task.samples == "predictions":
+            table = samples.confusion(self.backend, self.dataset, batch=eval_batch_size(self.config.data))
+            if table is not None:
+                rundir.write_json(self.run_dir / "confusion.json", table)
+                views["confusion"] = str(self.run_dir / "confusion.json")
+        if self.config.output.curves:
+            try:
+                from airlab.results import curves
+
+                views["curves"] = str(curves.draw_run(self.run_dir, self.run_dir / "curves.png"))
+            except (ImportError, ValueError) as e:  # no matplotlib, nothing to draw
+                self.reporter.message(f"curves.png not drawn: {e}")
+        return views
+
     def _finish(self, state: dict, wall0: float) -> RunResult:
         final = {}
         if len(self.dataset.val) > 0:
@@ -952,6 +972,7 @@ class Trainer:
         if self.dataset.test is not None and len(self.dataset.test) > 0:
             final["test"] = self._evaluate(state, "test")
         sample_files = self.role.on_main(self._write_samples, state)
+        views = self.role.on_main(self._write_views) or {}
         train_time = state["train_time"]
         digest = rundir.weights_digest(self.backend.named_weights())
         summary = {
@@ -984,9 +1005,11 @@ class Trainer:
             "data_unverified": list(self.dataset.unverified),
             "data": {k: v for k, v in self._data_facts().items() if k in ("name", "kind", "validation", "placement")},
             "samples": sample_files,
+            **views,
         }
         self.faults.at("summary")
         self.role.on_main(rundir.write_json, self.run_dir / "summary.json", summary)
+        self.sinks.finish(summary)  # the trackers take the summary, curves and samples (main process only)
         return RunResult(self.run_dir, summary, is_main=self.role.is_main)
 
 

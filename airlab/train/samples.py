@@ -106,6 +106,35 @@ def write_predictions(backend, dataset, out_dir: Path, *, n: int, seed: int, tag
     return written
 
 
+def confusion(backend, dataset, *, batch: int) -> dict | None:
+    """A classifier's confusion matrix on its test split (else val): rows the true class, columns
+    the predicted one, with each class's accuracy (its recall) and the overall accuracy. None when
+    there is no held-out split."""
+    splits = dataset.splits()
+    name = next((s for s in ("test", "val") if s in splits and len(splits[s])), None)
+    if name is None:
+        return None
+    split = splits[name]
+    n = len(split)
+    k = int(dataset.num_classes or 0)
+    true = np.empty(n, dtype=np.int64)
+    predicted = np.empty(n, dtype=np.int64)
+    for start in range(0, n, batch):
+        idx = np.arange(start, min(n, start + batch), dtype=np.int64)
+        predicted[idx] = np.asarray(backend.predict(name, idx))
+        true[idx] = split.y[idx] if split.rows is None else split.gather(idx)[1]
+    k = max(k, int(true.max()) + 1, int(predicted.max()) + 1)
+    matrix = np.zeros((k, k), dtype=np.int64)
+    np.add.at(matrix, (true, predicted), 1)
+    support = matrix.sum(axis=1)
+    names = list(dataset.class_names or [str(i) for i in range(k)])
+    return {"split": name, "examples": n, "classes": names[:k],
+            "matrix": matrix.tolist(),  # matrix[true][predicted]
+            "per_class_accuracy": [float(matrix[i, i] / support[i]) if support[i] else None for i in range(k)],
+            "support": support.tolist(),
+            "accuracy": float(np.trace(matrix) / n)}
+
+
 def sample_seed(seed: int, i: int) -> int:
     """The seed of sample `i` of a request seeded `seed`: 63 bits drawn from numpy's SeedSequence of
     the pair (seed, i), so each sample's stream depends on both and different seeds never share a

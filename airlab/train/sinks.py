@@ -8,7 +8,8 @@ airlab.train.process).
 
 A sink's life in one process: built from a `Context` (no I/O yet) -> `resume(Resume)` when the
 process continues a run from a checkpoint (forget what came after its step) -> `open()` as
-training starts -> `write(record)` for each record -> `close()` (also after a failure).
+training starts -> `write(record)` for each record -> `finish(summary)` when the run completes
+(summary.json, curves.png and the samples are written by then) -> `close()` (also after a failure).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 from airlab.train import rundir
+from airlab.train.trackers import TRACKERS
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,11 @@ class Sink(Protocol):
     def write(self, record: Record) -> None:
         """One record; a failure to write raises (OSError for a full disk), and the run stops."""
 
+    def finish(self, summary: dict) -> None:
+        """The run completed: `summary` is summary.json's content, and its files (summary.json,
+        curves.png, the samples) are in the run directory. Not called for a run that stops early
+        by a signal or a failure."""
+
     def close(self) -> None:
         """The run ends in this process, however it ends; safe when `open` never ran."""
 
@@ -98,6 +105,9 @@ class MetricsFile:
     def write(self, record: Record) -> None:
         self._f.write(json.dumps(record.as_json(self.t0), sort_keys=False) + "\n")
         self._f.flush()
+
+    def finish(self, summary: dict) -> None:
+        pass
 
     def close(self) -> None:
         if self._f is not None:
@@ -126,22 +136,26 @@ class Terminal:
         else:
             self.reporter.eval(record.step, record.split, record.metrics)
 
+    def finish(self, summary: dict) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
 
 # Every sink by name, as "module:Class" imported on first use (a tracker's library is imported
-# only by a run that asks for it). A tracker adds one line here.
+# only by a run that asks for it). A tracker adds one line to airlab.train.trackers.TRACKERS.
 SINKS: dict[str, str] = {
     "metrics": "airlab.train.sinks:MetricsFile",
     "terminal": "airlab.train.sinks:Terminal",
+    **TRACKERS,
 }
 DEFAULT: tuple[str, ...] = ("metrics", "terminal")  # every run's, in this order
 
 
 def names_for(config) -> tuple[str, ...]:
     """The sinks of a run of `config`: the default ones, then the trackers it names
-    (`output.trackers`, where the config schema has it)."""
+    (`output.trackers`)."""
     trackers = getattr(getattr(config, "output", None), "trackers", None) or ()
     return DEFAULT + tuple(t for t in trackers if t not in DEFAULT)
 
@@ -179,6 +193,10 @@ class Sinks:
     def write(self, record: Record) -> None:
         for sink in self.sinks:
             sink.write(record)
+
+    def finish(self, summary: dict) -> None:
+        for sink in self.sinks:
+            sink.finish(summary)
 
     def close(self) -> None:
         first: BaseException | None = None

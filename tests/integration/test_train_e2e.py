@@ -16,6 +16,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import safetensors.numpy
 from PIL import Image
@@ -71,9 +72,25 @@ def test_last_stdout_line_names_the_run_directory(quick):
 
 def test_the_run_directory_holds_the_same_files_on_every_backend(quick):
     _, run_dir = quick
-    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "checkpoints", "config.yaml", "data.json",
-                                                         "env.json", "metrics.jsonl", "samples", "status.json",
-                                                         "summary.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "checkpoints", "config.yaml", "confusion.json",
+                                                         "curves.png", "data.json", "env.json", "metrics.jsonl",
+                                                         "samples", "status.json", "summary.json"]
+
+
+def test_a_classifier_run_leaves_its_confusion_matrix_and_curves(quick):
+    _, run_dir = quick
+    summary = json.loads((run_dir / "summary.json").read_text())
+    table = json.loads((run_dir / "confusion.json").read_text())
+    matrix = np.asarray(table["matrix"])
+    data = json.loads((run_dir / "data.json").read_text())
+    assert table["split"] == "test" and table["classes"] == data["class_names"]
+    assert matrix.shape == (10, 10) and matrix.sum() == table["examples"] == data["counts"]["test"]
+    assert table["support"] == matrix.sum(axis=1).tolist()
+    # the matrix's predictions are the ones the evaluation scored
+    assert table["accuracy"] == pytest.approx(summary["final"]["test"]["accuracy"], abs=1e-9)
+    assert summary["confusion"] == str(run_dir / "confusion.json") and summary["curves"] == str(run_dir / "curves.png")
+    with Image.open(run_dir / "curves.png") as img:
+        assert img.format == "PNG" and img.size[0] > 400
 
 
 def test_config_yaml_loads_back_to_the_same_config(backend, quick):

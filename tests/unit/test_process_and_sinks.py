@@ -327,6 +327,9 @@ class Recorder:
     def write(self, record):
         self.calls.append(("write", record))
 
+    def finish(self, summary):
+        self.calls.append(("finish", summary))
+
     def close(self):
         self.calls.append(("close",))
 
@@ -356,7 +359,10 @@ def test_a_sink_receives_every_record_the_metrics_file_gets(tmp_path, recorder):
     result = loop.Trainer(_config(tmp_path), reporter=reporter).run()
     (sink,) = recorder
     assert sink.context.run_dir == result.run_dir and sink.context.config.name == "quickstart"
-    assert [c[0] for c in sink.calls] == ["open", *["write"] * len(sink.records), "close"]
+    assert [c[0] for c in sink.calls] == ["open", *["write"] * len(sink.records), "finish", "close"]
+    # finish: the summary as written, after the views it names
+    assert sink.calls[-2][1] == json.loads((result.run_dir / "summary.json").read_text())
+    assert Path(sink.calls[-2][1]["curves"]).is_file()
     written = _metrics(result.run_dir)
     assert [_without_time(r.as_json(0.0)) for r in sink.records] == [_without_time(r) for r in written]
     assert [r.split for r in sink.records] == ["train", "val", "train", "train", "val", "test"]
