@@ -42,9 +42,12 @@ os.environ["TF_NUM_INTRAOP_THREADS"] = "1"
 os.environ["TF_NUM_INTEROP_THREADS"] = "1"
 
 # Tiny, offline data for training tests: 512 generated shapes, 256 of them used for training.
-SHAPES_TINY = ["data.name=shapes", "data.size=512", "data.limit=256"]
+# Tiny runs leave curves.png out (drawing it costs a quarter of a second at the end of each of
+# hundreds of runs); the tests of the curves and of the run directory's files turn it back on.
+NO_CURVES = ["output.curves=false"]
+SHAPES_TINY = ["data.name=shapes", "data.size=512", "data.limit=256", *NO_CURVES]
 # A few thousand characters of Python docstrings for the language model.
-PYCORPUS_TINY = ["data.name=pycorpus", "data.size=20000", "data.limit=4000"]
+PYCORPUS_TINY = ["data.name=pycorpus", "data.size=20000", "data.limit=4000", *NO_CURVES]
 
 
 @dataclass

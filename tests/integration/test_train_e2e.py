@@ -55,7 +55,7 @@ def loop_backend() -> str:
 # --- one tiny quickstart run per backend, inspected file by file ----------------------------------
 
 QUICK_RUN = [*QUICK_TINY, "train.steps=12", "train.checkpoint_every=3", "train.keep_checkpoints=2",
-             "train.log_every=4", "train.warmup_steps=2"]
+             "train.log_every=4", "train.warmup_steps=2", "output.curves=true"]
 
 
 @pytest.fixture(scope="module")

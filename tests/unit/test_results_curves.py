@@ -253,7 +253,7 @@ def test_a_finished_run_writes_its_curves(tmp_path, airlab_cli):
 
     run = tmp_path / "run"
     r = airlab_cli("train", "configs/quickstart.yaml", "--run-dir", run, "device=cpu", "train.epochs=null",
-                   "train.steps=6", "train.log_every=2", *SHAPES_TINY)
+                   "train.steps=6", "train.log_every=2", *SHAPES_TINY, "output.curves=true")
     assert r.code == 0, r.err
     with Image.open(run / "curves.png") as image:
         assert image.format == "PNG"
