@@ -18,6 +18,7 @@ from airlab.cli import compare as compare_cmd
 from airlab.cli import convert as convert_cmd
 from airlab.cli import data as data_cmd
 from airlab.cli import doctor as doctor_cmd
+from airlab.cli import export as export_cmd
 from airlab.cli import models as models_cmd
 from airlab.cli import plot as plot_cmd
 from airlab.cli import report as report_cmd
@@ -60,6 +61,7 @@ app.command("runs")(runs_cmd.runs)
 app.command("plot")(plot_cmd.plot)
 app.command("compare")(compare_cmd.compare)
 app.command("report")(report_cmd.report)
+app.command("export")(export_cmd.export)
 app.command("sample")(sample_cmd.sample)
 app.command("convert")(convert_cmd.convert)
 app.command("doctor")(doctor_cmd.doctor)
