@@ -525,11 +525,12 @@ class Trainer:
         try:
             self.role.on_main(self._write_start, state)
             self.faults.at("start")
-            self._prepare()
-            self.faults.at("built")
-            # the main process's sinks (none in the others): the metrics file, the terminal, trackers
+            # the main process's sinks (none in the others): the metrics file, the terminal, trackers;
+            # built (no I/O yet) before the data loads, so a tracker that is not installed is said at once
             self.sinks = sinks.Sinks.build(sinks.names_for(cfg) if self.role.is_main else (),
                                            sinks.Context(run_dir=self.run_dir, config=cfg, reporter=self.reporter))
+            self._prepare()
+            self.faults.at("built")
             try:
                 devices = self.role.gather(self.backend.device)  # every process's device, in rank order
                 if self.resume_from is not None:

@@ -80,9 +80,17 @@ def killed(case: str, run_dir: Path, fault: str, *extra: str) -> subprocess.Comp
     return r
 
 
+# On TensorFlow a killed process costs a fresh interpreter and TensorFlow's import (~10 s a model):
+# kill -9 is proven there on a feed-forward and a recurrent model, and every model's resume is
+# proven bitwise in tests/integration/test_train_e2e.py::test_resume_is_bitwise_identical.
+TF_KILLED = ("mlp", "rnn")
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_kill_9_between_checkpoints_then_resume_is_bitwise_identical(backend, case, baseline, airlab_cli, tmp_path):
-    """Every model, on every backend (TensorFlow with op determinism on)."""
+    """Every model on torch; on TensorFlow (with op determinism on) the models of TF_KILLED."""
+    if backend.name == "tensorflow" and case not in TF_KILLED:
+        pytest.skip(f"TensorFlow kill -9 is proven on {', '.join(TF_KILLED)}; {case}'s resume in test_train_e2e")
     run_dir = tmp_path / "run"
     killed(case, run_dir, "kill_at_step:6", *on(backend))
     assert steps(run_dir) == [4]
