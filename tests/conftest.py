@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import textwrap
@@ -23,6 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# The signal tests send SIGINT to the processes they start, and a process keeps a signal ignored
+# that it was started with ignored (airlab's promise for nohup and background jobs). A suite
+# started as a background job (`pytest &` in a script) has SIGINT ignored: give it back its
+# default here, so every process the tests start begins with SIGINT as a terminal would send it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
