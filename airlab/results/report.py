@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from airlab.errors import UsageError
+from airlab.results.runs import _json  # a JSON object from a run's file, or None
 from airlab.train import rundir
 
 _TEXT_LIMIT = 20_000  # characters of one text sample shown
@@ -38,14 +39,6 @@ pre { background: #f6f8fa; padding: .8em; overflow-x: auto; font-size: 12.5px; }
 img { max-width: 100%; border: 1px solid #eee; } figure { margin: 1em 0; }
 figcaption { color: #666; font-size: .9em; }
 """
-
-
-def _json(path: Path):
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _e(value) -> str:
