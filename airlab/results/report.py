@@ -238,7 +238,8 @@ def build(run_dir: Path) -> str:
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UsageError(f"{run_dir}: no such run directory", hint="list runs with: airlab runs")
+        what = "not a run directory (a file)" if run_dir.exists() else "no such run directory"
+        raise UsageError(f"{run_dir}: {what}", hint="list runs with: airlab runs")
     row = read_run(run_dir)
     if row is None:
         raise UsageError(f"{run_dir}: not a run directory (no config.yaml, status.json or summary.json)",
