@@ -291,8 +291,10 @@ def test_mlflow_export_has_params_tags_metrics_and_artifacts(run, store):
     artifacts = {a.path for a in client.list_artifacts(done["run_id"])}
     assert {"summary.json", "config.yaml", "env.json", "curves.png", "confusion.json", "samples"} <= artifacts
     assert [a.path for a in client.list_artifacts(done["run_id"], "samples")] == ["samples/step-40-predictions.png"]
-    location = client.get_experiment(done["experiment_id"]).artifact_location
+    experiment = client.get_experiment(done["experiment_id"])
+    location = experiment.artifact_location
     assert location.startswith("file://") and location.endswith("/mlflow-artifacts")  # beside the store
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI's training view
 
 
 def test_mlflow_export_twice_replaces_the_first(run, store):

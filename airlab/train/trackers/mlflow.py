@@ -4,7 +4,10 @@ Where: the tracking URI is `MLFLOW_TRACKING_URI` when set, else `sqlite:///<runs
 the runs root being the run directory's parent (what is real on disk, whatever the cwd was).
 The experiment is `MLFLOW_EXPERIMENT_NAME`, else "airlab"; when airlab creates it in a sqlite store
 (its default one, or one named by the URI) its artifacts go beside the database, in
-`<runs root>/mlflow-artifacts` for the default store, so nothing lands in ./mlruns of the cwd. The global
+`<runs root>/mlflow-artifacts` for the default store, so nothing lands in ./mlruns of the cwd; an
+experiment airlab creates is tagged mlflow.experimentKind = custom_model_development (model
+training; MLflow 3.17's UI still opens on its GenAI pages until "Model training" is picked at its top
+left, or the page is opened with ?workflowType=machine_learning). The global
 fluent state of `mlflow` (mlflow.start_run, mlflow.set_tracking_uri) is never touched.
 
 What: the run is named after the run directory and tagged airlab.run_dir, airlab.model,
@@ -46,6 +49,7 @@ from airlab.train.sinks import Context, Record, Resume
 
 STATE = "mlflow.json"  # in the run directory: where this run's MLflow run is
 DEFAULT_EXPERIMENT = "airlab"
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}  # how the MLflow 3 UI shows it
 INTERVAL_S = 2.0  # the queue is sent about this often while training
 WAKE_AT = 500  # ... or as soon as this many records wait
 MAX_METRICS = 1000  # MLflow's log_batch limits
@@ -266,7 +270,8 @@ class MLflow:
             if self.uri.startswith("sqlite:///"):  # a local store: artifacts beside it, not in ./mlruns
                 location = (Path(self.uri[len("sqlite:///"):]).parent / "mlflow-artifacts").as_uri()
             try:
-                return self.client.create_experiment(name, artifact_location=location)
+                # says what kind of experiment it is to MLflow 3's UI (model training, not GenAI)
+                return self.client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
             except MlflowException:  # another run created it meanwhile
                 experiment = self.client.get_experiment_by_name(name)
                 if experiment is None:
