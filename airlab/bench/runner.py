@@ -115,7 +115,7 @@ def _backends_for(options: Options) -> list[str]:
     return [options.backend]
 
 
-class _CpuFacts:
+class CpuFacts:
     """The CPU, its measured clock and its estimated peaks."""
 
     def __init__(self, info: peaks.CpuInfo, threads: int | None, clock: dict | None, table: dict):
@@ -187,7 +187,7 @@ class _Run:
         self.skipped: list[dict] = []
         self.devices: dict[str, dict] = {}  # id -> metadata
         self.backend_env: dict[str, dict] = {}
-        self.cpu: _CpuFacts | None = None
+        self.cpu: CpuFacts | None = None
         self.telemetry: Telemetry | None = None
         self.across: dict | None = None  # the all-reduce across the processes of a run (report.allreduce)
 
@@ -453,7 +453,7 @@ class _Run:
         if any(d["kind"] == "cpu" for d in selected):
             self.progress.start("measuring the CPU clock")
             clock = self.clock_probe(min(info.cores, threads or info.cores))
-        self.cpu = _CpuFacts(info, threads, clock, self.table)
+        self.cpu = CpuFacts(info, threads, clock, self.table)
         self.telemetry = self.telemetry_factory([d for d in selected if d["kind"] == "gpu"])
         try:
             jobs = self.jobs(benches, names)
@@ -508,7 +508,7 @@ class _Run:
             device = next(d for d in available if d["kind"] == "cpu")
         info = self.cpu_info() if callable(self.cpu_info) else self.cpu_info
         threads = next((d.get("threads") for d in available if d["kind"] == "cpu"), None)
-        self.cpu = _CpuFacts(info, threads, None, self.table)  # no clock probe: no CPU peak is judged here
+        self.cpu = CpuFacts(info, threads, None, self.table)  # no clock probe: no CPU peak is judged here
         self.telemetry = self.telemetry_factory([device] if main and kind == "gpu" else [])
         try:
             self.describe_devices([device])

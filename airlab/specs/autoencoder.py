@@ -6,7 +6,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from airlab.specs.base import Activation, DataInfo, ModelSpec, check_dense_or_halvable, flat_size
+from airlab.specs.base import (Activation, DataInfo, ModelSpec, check_dense_or_halvable, dense_train_flops, flat_size,
+                               train_flops)
 
 
 class AutoencoderSpec(ModelSpec):
@@ -78,3 +79,21 @@ class AutoencoderSpec(ModelSpec):
         total = sum(a * b * k2 + b for a, b in zip(enc, enc[1:]))  # encoder convolutions
         total += sum(a * b * k2 + b for a, b in zip(dec, dec[1:]))  # decoder transposed convolutions
         return total + self.channels[0] * c * k2 + c  # output convolution
+
+    def train_flops_per_sample(self, info: DataInfo) -> int:
+        """dense: every Linear, the first reading the data. conv: each 'same' convolution K x K x
+        C_in x C_out x H x W at its input's size (the first reads the data), each stride-2 transposed
+        convolution K x K x C_in x C_out x H_in x W_in (every input pixel meets the whole kernel),
+        the output convolution at full size (airlab.specs.base: the FLOP convention)."""
+        self.check_data(info)
+        if self.kind == "dense":
+            d = flat_size("autoencoder", info)
+            return dense_train_flops([d, *self.hidden, self.bottleneck, *reversed(self.hidden), d], reads_data=True)
+        c, h, w = info.input_shape
+        k2, n = self.kernel_size**2, len(self.channels)
+        enc = [c, *self.channels]
+        convs = [k2 * a * b * (h >> i) * (w >> i) for i, (a, b) in enumerate(zip(enc, enc[1:]))]
+        dec = [self.channels[-1], *reversed(self.channels)]
+        convs += [k2 * a * b * (h >> (n - j)) * (w >> (n - j)) for j, (a, b) in enumerate(zip(dec, dec[1:]))]
+        convs.append(k2 * self.channels[0] * c * h * w)  # output convolution
+        return train_flops(convs[0], sum(convs[1:]))

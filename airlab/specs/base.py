@@ -119,6 +119,12 @@ class ModelSpec(BaseModel):
         """Number of trainable parameters, computed without any framework (tied weights once)."""
         raise NotImplementedError
 
+    def train_flops_per_sample(self, info: DataInfo) -> int:
+        """FLOPs of one training sample's forward and backward pass, by the convention of
+        `train_flops` below (the run's achieved FLOP/s and MFU are this x samples / training
+        time). Computed without any framework."""
+        raise NotImplementedError
+
 
 def need_num_classes(model: str, info: DataInfo) -> int:
     """The number of classes of a classifier's data, or a ValueError saying it is missing."""
@@ -166,3 +172,44 @@ def flat_size(model: str, info: DataInfo) -> int:
     for d in info.input_shape:
         size *= d
     return size
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs: counted once per model, in its spec (`train_flops_per_sample`), by one convention:
+#
+# - only matrix multiplies and convolutions count, 2 FLOPs per multiply-add; biases,
+#   activations, normalisation, pooling, softmax, the loss and the optimizer update do not (they
+#   are a few % of the work and run far from any peak);
+# - a training pass is the forward pass and the backward pass; a layer's backward pass is twice
+#   its forward (the gradient with respect to its weights, and with respect to its input), so a
+#   layer costs 3x its forward FLOPs, except a layer that reads the data itself: the data needs
+#   no gradient (neither framework computes it), so that layer costs 2x its forward;
+# - the language model follows PaLM's appendix B: 6 FLOPs per matmul weight per token (the
+#   output head is a matmul and counts; the embedding lookups do not) plus 12 x n_layer x n_embd x
+#   context per token for attention (scores and their weighted sum over the whole window, as
+#   PaLM counts it and as torch's FlopCounterMode counts scaled_dot_product_attention: the causal
+#   mask's skipped half is counted too).
+#
+# torch.utils.flop_counter.FlopCounterMode counts the same operations on the real models
+# (tests/unit/test_flops.py); "model FLOPs" here is the work the model needs, not what a kernel
+# happens to run (recomputation, padding, a framework that computes an unneeded gradient).
+
+
+def train_flops(data_macs: int, other_macs: int) -> int:
+    """Training FLOPs from forward multiply-adds: `data_macs` of the layers that read the data
+    (forward + weight gradient: 2x), `other_macs` of every other layer (3x)."""
+    return 2 * (2 * data_macs + 3 * other_macs)
+
+
+def dense_macs(sizes: list[int]) -> int:
+    """Forward multiply-adds of a chain of dense layers sizes[0] -> sizes[1] -> ... per sample."""
+    return sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
+def dense_train_flops(sizes: list[int], reads_data: bool) -> int:
+    """Training FLOPs of a chain of dense layers; its first layer reads the data when `reads_data`."""
+    if len(sizes) < 2:
+        return 0
+    first = sizes[0] * sizes[1]
+    rest = dense_macs(sizes[1:])
+    return train_flops(first, rest) if reads_data else train_flops(0, first + rest)

@@ -6,7 +6,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from airlab.specs.base import Activation, DataInfo, ModelSpec, need_image, need_num_classes
+from airlab.specs.base import (Activation, DataInfo, ModelSpec, dense_train_flops, need_image, need_num_classes,
+                               train_flops)
 
 
 class CNNSpec(ModelSpec):
@@ -106,3 +107,21 @@ class CNNSpec(ModelSpec):
         c, h, w = self.feature_shape(info)
         sizes = [c * h * w, *self.dense, need_num_classes("cnn", info)]
         return total + sum(n_in * n_out + n_out for n_in, n_out in zip(sizes, sizes[1:]))
+
+    def train_flops_per_sample(self, info: DataInfo) -> int:
+        """Each convolution (K x K x C_in x C_out x H_out x W_out multiply-adds, before its pool; the
+        first reads the data), then the dense head (airlab.specs.base: the FLOP convention)."""
+        self.check_data(info)
+        c_in, h, w = need_image("cnn", info)
+        k, pools = self.kernel_size, set(self.pool_after)
+        convs = []
+        for i, c in enumerate(self.channels):
+            if self.padding == "valid":
+                h, w = h - k + 1, w - k + 1
+            convs.append(k * k * c_in * c * h * w)
+            if i in pools:
+                h, w = h // 2, w // 2
+            c_in = c
+        c, h, w = self.feature_shape(info)
+        head = dense_train_flops([c * h * w, *self.dense, need_num_classes("cnn", info)], reads_data=False)
+        return train_flops(convs[0], sum(convs[1:])) + head

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
-from airlab.specs.base import Activation, DataInfo, ModelSpec, flat_size, need_num_classes
+from airlab.specs.base import Activation, DataInfo, ModelSpec, dense_train_flops, flat_size, need_num_classes
 
 
 class MLPSpec(ModelSpec):
@@ -45,3 +45,8 @@ class MLPSpec(ModelSpec):
         self.check_data(info)
         sizes = [flat_size("mlp", info), *self.hidden, need_num_classes("mlp", info)]
         return sum(n_in * n_out + n_out for n_in, n_out in zip(sizes, sizes[1:]))
+
+    def train_flops_per_sample(self, info: DataInfo) -> int:
+        """Every Linear, the first reading the data (airlab.specs.base: the FLOP convention)."""
+        self.check_data(info)
+        return dense_train_flops([flat_size("mlp", info), *self.hidden, need_num_classes("mlp", info)], reads_data=True)

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from airlab.specs.base import DataInfo, ModelSpec, need_num_classes
+from airlab.specs.base import DataInfo, ModelSpec, need_num_classes, train_flops
 
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -85,3 +85,19 @@ class RNNSpec(ModelSpec):
         # num_layers is counted at once)
         total = layer(self.sequence_shape(info)[1]) + (self.num_layers - 1) * layer(dirs * h)
         return total + dirs * h * need_num_classes("rnn", info) + need_num_classes("rnn", info)
+
+    def train_flops_per_sample(self, info: DataInfo) -> int:
+        """Per time step, layer and direction: the input projection (gates x hidden x inputs; in
+        the first layer it reads the data) and the recurrent one (gates x hidden x hidden: LSTM 4
+        gates, GRU 3, RNN 1), whose first step reads the zero initial state, which needs no
+        gradient; then the head (airlab.specs.base: the FLOP convention)."""
+        self.check_data(info)
+        g, h = _GATES[self.cell], self.hidden_size
+        dirs = 2 if self.bidirectional else 1
+        t, f = self.sequence_shape(info)
+        reads_data = dirs * t * g * h * f  # the first layer's input projections
+        first_steps = self.num_layers * dirs * g * h * h  # each recurrence's first step (on the initial state)
+        recurrent = self.num_layers * dirs * (t - 1) * g * h * h
+        upper = (self.num_layers - 1) * dirs * t * g * h * (dirs * h)  # later layers' input projections
+        head = dirs * h * need_num_classes("rnn", info)
+        return train_flops(reads_data + first_steps, recurrent + upper + head)

@@ -6,7 +6,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, PositiveInt
 
-from airlab.specs.base import Activation, DataInfo, ModelSpec, check_dense_or_halvable, flat_size
+from airlab.specs.base import (Activation, DataInfo, ModelSpec, check_dense_or_halvable, dense_macs, flat_size,
+                               train_flops)
 
 
 class VAESpec(ModelSpec):
@@ -74,3 +75,29 @@ class VAESpec(ModelSpec):
         encoder += 2 * dense([(self.hidden or [feat])[-1], latent])
         decoder = dense([latent, feat]) + conv([self.channels[-1], *reversed(self.channels)])
         return encoder + decoder + self.channels[0] * c * 9 + c
+
+    def train_flops_per_sample(self, info: DataInfo) -> int:
+        """The encoder's layers (the first reads the data), the two heads mu and logvar, the
+        decoder's; a stride-2 3x3 convolution at its output's size, a stride-2 transposed one at
+        its input's (airlab.specs.base: the FLOP convention). The sampling of z is not a matmul."""
+        self.check_data(info)
+        latent = self.latent_dim
+        if self.kind == "dense":
+            d = flat_size("vae", info)
+            code = (self.hidden or [d])[-1]
+            heads = 2 * code * latent
+            decoder = dense_macs([latent, *reversed(self.hidden), d])
+            if not self.hidden:  # mu and logvar read the data
+                return train_flops(heads, decoder)
+            return train_flops(d * self.hidden[0], dense_macs(self.hidden) + heads + decoder)
+        c, h, w = info.input_shape
+        n = len(self.channels)
+        enc = [c, *self.channels]
+        convs = [9 * a * b * (h >> (i + 1)) * (w >> (i + 1)) for i, (a, b) in enumerate(zip(enc, enc[1:]))]
+        feat = self.channels[-1] * (h >> n) * (w >> n)
+        code = (self.hidden or [feat])[-1]
+        dense = dense_macs([feat, *self.hidden]) + 2 * code * latent + latent * feat
+        dec = [self.channels[-1], *reversed(self.channels)]
+        convs += [9 * a * b * (h >> (n - j)) * (w >> (n - j)) for j, (a, b) in enumerate(zip(dec, dec[1:]))]
+        convs.append(9 * self.channels[0] * c * h * w)  # output convolution
+        return train_flops(convs[0], sum(convs[1:]) + dense)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from airlab import registry
 from airlab.backends import backend_class, table
@@ -38,9 +39,9 @@ from airlab.errors import (AirlabError, CheckpointError, ConfigError, DataError,
 from airlab.signals import SignalReceived
 from airlab.tasks import Task, get_task
 from airlab.train import checkpoint as ckpt
-from airlab.train import process, rundir, samples, sinks, threads
+from airlab.train import flops, process, rundir, samples, sinks, threads
 from airlab.train.order import BatchOrder
-from airlab.train.progress import Reporter
+from airlab.train.progress import Rate, Reporter
 from airlab.train.schedule import lr_function
 
 
@@ -269,6 +270,29 @@ def load_run_config(run_dir: Path, *, to_train: bool = True):
     return config_load.load_config(path, check_resources=to_train)
 
 
+# What summary.json's times measure (the summary carries this, so a reader need not guess).
+TIMING = {
+    "train_time_s": "the training steps only (each interval closed by a device sync), without evaluation, "
+                    "checkpoints or start-up; a resumed run's includes the time trained before the resume",
+    "train_time_this_process_s": "train_time_s of this process alone (what achieved_flops divides by)",
+    "wall_time_s": "this process's run from the trainer's start (after the framework import): loading the "
+                   "data, building the model, training, evaluating, checkpoints and samples",
+    "process_time_s": "since this process started: wall_time_s plus the interpreter, the imports and the "
+                      "config check before it",
+}
+
+
+def _process_started() -> float:
+    """When this process started (time.time() scale)."""
+    try:
+        return psutil.Process().create_time()
+    except (psutil.Error, OSError):  # not allowed to read it: the run's own start is the best we know
+        return _IMPORTED
+
+
+_IMPORTED = time.time()
+
+
 class Trainer:
     """One process's part of a run. `role` says which process this is (default: the backend's
     answer, `process.role_for`; a run of one process is `process.Local()`); only the main
@@ -339,6 +363,7 @@ class Trainer:
         self.backend = self.backend_cls(self.config, self.dataset, self.task)
         self.backend.faults = self.faults
         self.backend.process = self.role  # shared evaluation and in-step decisions in a run of several
+        # (the clock probe may still run: the contention check counts this process's children as its own)
         contended = threads.contention_warning(self.backend.threads, device=str(self.backend.device),
                                                usable=self.backend.thread_plan.cores.usable)
         if contended and self.role.is_main:
@@ -529,6 +554,7 @@ class Trainer:
             # built (no I/O yet) before the data loads, so a tracker that is not installed is said at once
             self.sinks = sinks.Sinks.build(sinks.names_for(cfg) if self.role.is_main else (),
                                            sinks.Context(run_dir=self.run_dir, config=cfg, reporter=self.reporter))
+            self._clock_probe = self._start_clock_probe()  # measures while the data loads
             self._prepare()
             self.faults.at("built")
             try:
@@ -538,6 +564,9 @@ class Trainer:
                 else:
                     self.role.on_main(self._write_environment, devices)
                 self._start_step = state["step"]
+                # what this process trains: its achieved FLOP/s counts only that (a resumed run's
+                # counters start from the checkpoint's)
+                self._start_samples, self._start_train_time = state["samples_seen"], state["train_time"]
                 self.sinks.open()
                 if self.role.is_main:
                     self.reporter.message(self._data_line())
@@ -754,7 +783,8 @@ class Trainer:
         step, per_epoch = state["step"], self.plan.steps_per_epoch
         self.sinks.write(sinks.Record(step=step, split=split, metrics=metrics, epoch=step / per_epoch,
                                       epoch_index=max(step - 1, 0) // per_epoch, wall=time.time(), lr=lr,
-                                      samples_per_s=sps))
+                                      # rounded as metrics.jsonl keeps it: every sink shows the same figure
+                                      samples_per_s=None if sps is None else round(sps, 2)))
 
     def _evaluate(self, state, split: str) -> dict:
         metrics = self._per_character(split, self.backend.evaluate(split))
@@ -861,7 +891,8 @@ class Trainer:
     def _loop(self, state: dict, signals: _Signals) -> None:
         plan, cfg, backend = self.plan, self.config, self.backend
         has_val = len(self.dataset.val) > 0
-        self.reporter.begin(plan.total_steps, state["step"], f"{cfg.name} [{cfg.model.name}/{cfg.backend}]")
+        self.reporter.begin(plan.total_steps, state["step"], f"{cfg.name} [{cfg.model.name}/{cfg.backend}]",
+                            rate=self._rate())
         self._last_val = None
         clock = _Clock(backend.synchronize)
         seen_interval = 0
@@ -938,6 +969,66 @@ class Trainer:
             if not clock.running:
                 clock.start()
 
+    # -- throughput and how close to the limit (airlab.train.flops) ------------------------------
+    def _start_clock_probe(self) -> flops.ClockProbe | None:
+        """The main process of a run that may train on the CPU: the clock `airlab bench` would
+        measure for the CPU peak, measured in a child process while the data loads."""
+        if not self.role.is_main or self.config.device not in ("auto", "cpu"):
+            return None
+        from airlab.bench.peaks import read_cpu_info
+
+        n = threads.plan_threads(self.config.train.threads).threads * self.role.world_size
+        return flops.ClockProbe(min(read_cpu_info().cores, n)).start()
+
+    def _peak(self, wait: float | None) -> flops.Peak | None:
+        """The peak of the devices this run trains on (None while the clock probe runs and `wait`
+        is 0); the main process's figure, computed once."""
+        cached = getattr(self, "_peak_found", None)
+        if cached is not None:
+            return cached
+        b = self.backend
+        kind = str(b.device).split(":", 1)[0]
+        if not self.role.is_main:
+            return flops.Peak(None, reason="the main process of the run reports it")
+        if kind == "cpu":
+            probe = getattr(self, "_clock_probe", None)
+            if probe is None:
+                return flops.Peak(None, reason="the CPU clock was not measured in this process")
+            done, clock = probe.result(wait)
+            if not done:
+                return None if not wait else flops.Peak(None, reason="the CPU clock probe did not finish")
+            # a run of several processes on the CPU shares this host's cores (each its own threads)
+            peak = flops.cpu_peak(b.precision, int(b.threads) * self.role.world_size, clock)
+        elif kind == "cuda":
+            devices = self.role.world_size * max(1, int(getattr(b, "local_replicas", 1) or 1))
+            name = (b.environment().get("gpu") or {}).get("name")
+            peak = flops.gpu_peak(name, b.precision, devices, tf32=bool(b.numerics_facts().get("tf32")))
+        else:
+            peak = flops.Peak(None, reason=f"no peak is known for device {b.device}")
+        self._peak_found = peak
+        return peak
+
+    def _rate(self) -> Rate:
+        """What the progress line says of throughput: tokens/s for a language model, and model
+        FLOP/s with MFU (in long runs)."""
+        per_sample = self.plan.context if self.task.name == "lm" and self.plan.context else 1
+        peak = lambda: getattr(self._peak(0), "flops", None)  # noqa: E731  (never waits)
+        return Rate(unit="tokens" if per_sample > 1 else "samples", per_sample=per_sample,
+                    flops_per_sample=flops.model_flops(self.config.model, self.dataset.info), peak=peak)
+
+    def _throughput(self, state: dict) -> dict:
+        """The summary's throughput and FLOP figures; achieved FLOP/s over this process's training."""
+        train_time = state["train_time"]
+        sps = state["samples_seen"] / train_time if train_time > 0 else None
+        context = self.plan.context if self.task.name == "lm" else None
+        per_sample = flops.model_flops(self.config.model, self.dataset.info)
+        figures = flops.figures(per_sample, state["samples_seen"] - self._start_samples,
+                                train_time - self._start_train_time, self._peak(flops.CLOCK_WAIT_S))
+        return {"samples_per_s": round(sps, 2) if sps is not None else None,
+                # a language model's sample is a window of `context` tokens, every one predicted
+                "tokens_per_s": round(sps * context, 1) if sps is not None and context else None,
+                "model_flops_per_sample": per_sample, **figures}
+
     def _write_samples(self, state: dict) -> list[str]:
         """Main process: samples of the final weights into samples/: generated images or text,
         reconstructions, a classifier's predictions named by the class names."""
@@ -995,10 +1086,13 @@ class Trainer:
                      "step": state["best_step"]},
             "loss_units": self._loss_units,
             "train_time_s": round(train_time, 3),
+            "train_time_this_process_s": round(train_time - self._start_train_time, 3),
             "wall_time_s": round(time.time() - wall0, 3),
+            "process_time_s": round(time.time() - _process_started(), 3),
+            "timing": TIMING,
             "resumed_at_step": self._start_step if self.resume_from is not None else None,
             "steps_this_process": state["step"] - self._start_step,
-            "samples_per_s": round(state["samples_seen"] / train_time, 2) if train_time > 0 else None,
+            **self._throughput(state),
             "params": self.backend.num_params(),
             "weights_sha256": digest,
             "checkpoint": str(self._last_ckpt) if self._last_ckpt else None,

@@ -1,10 +1,20 @@
-"""Progress for people: a rich bar on a terminal, plain periodic lines otherwise."""
+"""Progress for people: a rich bar on a terminal, plain periodic lines otherwise.
+
+A training line reads `step 300/900 epoch 1.50 loss 0.31 lr 0.001 2,345 samples/s eta 0:01:02`:
+the epoch is the epochs done, steps / steps per epoch, fractional, as metrics.jsonl's `epoch` and
+summary.json's `epochs` count them (after the last step of the first epoch it reads 1.00). A
+language model's throughput is in tokens/s (a sample is a window of context tokens). A long run
+(`LONG_RUN_S` or more, start to estimated end) also shows the model FLOP/s it achieves and its
+MFU against the device's peak (airlab.train.flops): `... 2,345 samples/s 12.3 GFLOP/s MFU 4.1% eta ...`.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 from rich.console import Console
 
@@ -35,6 +45,33 @@ def _fmt_eta(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}"
 
 
+# A run this long (elapsed + estimated time left, in seconds) shows FLOP/s and MFU on its lines.
+LONG_RUN_S = 60.0
+
+
+@dataclass(frozen=True)
+class Rate:
+    """What a training line says of throughput: `unit`s per second (`per_sample` of them in a
+    sample), and in a long run the achieved FLOP/s (`flops_per_sample` x samples/s) and the MFU
+    (against `peak()`, FLOP/s or None, asked without waiting)."""
+
+    unit: str = "samples"
+    per_sample: int = 1
+    flops_per_sample: int | None = None
+    peak: Callable[[], float | None] | None = None
+
+    def text(self, sps: float, long: bool) -> str:
+        out = f"{sps * self.per_sample:,.0f} {self.unit}/s"
+        if not long or not self.flops_per_sample:
+            return out
+        from airlab.train.flops import fmt_flops
+
+        achieved = sps * self.flops_per_sample
+        out += f" {fmt_flops(achieved)}"
+        peak = self.peak() if self.peak is not None else None
+        return out + (f" MFU {100 * achieved / peak:.1f}%" if peak else "")
+
+
 class Reporter:
     """Shows a run's progress. `rich_bar=None` picks the bar when the console is a terminal."""
 
@@ -47,6 +84,7 @@ class Reporter:
         self._total = 0
         self._t0 = time.time()
         self._start = 0
+        self.rate = Rate()
         self.closed = False  # the output pipe closed: the run loop saves and stops
 
     def _print(self, text: str) -> None:
@@ -56,8 +94,9 @@ class Reporter:
             self.closed, self.quiet = True, True
             silence_closed_output(self.console.file)
 
-    def begin(self, total: int, start: int, description: str) -> None:
+    def begin(self, total: int, start: int, description: str, rate: Rate | None = None) -> None:
         self._total, self._start, self._t0 = total, start, time.time()
+        self.rate = rate or Rate()
         if self.quiet:
             return
         if self.rich_bar:
@@ -78,18 +117,20 @@ class Reporter:
         if self._progress is not None:
             self._progress.update(self._task, completed=step)
 
-    def train(self, step: int, epoch: int, metrics: dict, lr: float, sps: float) -> None:
+    def train(self, step: int, epoch: float, metrics: dict, lr: float, sps: float) -> None:
+        """A training line; `epoch` is the epochs done (steps / steps per epoch, fractional)."""
         if self.quiet:
             return
+        elapsed = max(1e-9, time.time() - self._t0)
+        rate = (step - self._start) / elapsed
+        eta = (self._total - step) / rate if rate > 0 else 0
+        throughput = self.rate.text(sps, long=elapsed + eta >= LONG_RUN_S)
         if self._progress is not None:
-            self._progress.update(self._task, completed=step, sps=f"{sps:,.0f} samples/s",
+            self._progress.update(self._task, completed=step, sps=throughput,
                                   loss=f"loss {metrics.get('loss', float('nan')):.4g}")
             return
-        done = step - self._start
-        rate = done / max(1e-9, time.time() - self._t0)
-        eta = (self._total - step) / rate if rate > 0 else 0
-        self._print(f"step {step}/{self._total} epoch {epoch} {_fmt_metrics(metrics)} lr {lr:.3g} "
-                    f"{sps:,.0f} samples/s eta {_fmt_eta(eta)}")
+        self._print(f"step {step}/{self._total} epoch {epoch:.2f} {_fmt_metrics(metrics)} lr {lr:.3g} "
+                    f"{throughput} eta {_fmt_eta(eta)}")
 
     def eval(self, step: int, split: str, metrics: dict) -> None:
         self.message(f"eval step {step} {split}: {_fmt_metrics(metrics)}")

@@ -33,8 +33,9 @@ class Record:
     step: int  # optimizer steps done, from 1
     split: str  # "train", "val" or "test"
     metrics: dict[str, float]  # name -> value, in the task's order
-    epoch: float  # epochs done at this step: step / steps per epoch
-    epoch_index: int  # the epoch this step ran in, from 0
+    epoch: float  # epochs done at this step: step / steps per epoch (summary.json's `epochs`, the
+    #               terminal's `epoch`)
+    epoch_index: int  # the epoch this step ran in, from 0 (trackers that want a whole number)
     wall: float  # time.time() when recorded
     lr: float | None = None  # train records: the learning rate of the step
     samples_per_s: float | None = None  # train records: training throughput since the last record
@@ -132,7 +133,7 @@ class Terminal:
 
     def write(self, record: Record) -> None:
         if record.split == "train":
-            self.reporter.train(record.step, record.epoch_index, record.metrics, record.lr, record.samples_per_s)
+            self.reporter.train(record.step, record.epoch, record.metrics, record.lr, record.samples_per_s)
         else:
             self.reporter.eval(record.step, record.split, record.metrics)
 

@@ -202,18 +202,34 @@ def _busy(t) -> float:
     return sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
 
 
+def _own_cpu(proc) -> float:
+    """CPU seconds of this process and its children (the run's own: the CPU clock probe of
+    airlab.train.flops runs in a child while the run starts), finished children included."""
+    import psutil
+
+    t = proc.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in proc.children(recursive=True):
+        try:
+            c = child.cpu_times()
+        except psutil.Error:  # it ended meanwhile: its time is in children_* once it is waited for
+            continue
+        total += c.user + c.system
+    return total
+
+
 def measure_load(window: float = LOAD_WINDOW_S, *, cpus: Iterable[int] | None = None) -> CpuLoad | None:
     """Sleep `window` seconds and measure the CPU time other processes used on `cpus` (default:
-    this process's affinity): busy time of those CPUs minus this process's own. No thread is
+    this process's affinity): busy time of those CPUs minus this process's own and its children's. No thread is
     started. None where psutil cannot say."""
     try:
         import psutil
 
         cpus = sorted(affinity_cpus() or []) if cpus is None else sorted(cpus)
         proc = psutil.Process()
-        sys0, own0, t0 = psutil.cpu_times(percpu=True), proc.cpu_times(), time.perf_counter()
+        sys0, own0, t0 = psutil.cpu_times(percpu=True), _own_cpu(proc), time.perf_counter()
         time.sleep(window)
-        sys1, own1, seconds = psutil.cpu_times(percpu=True), proc.cpu_times(), time.perf_counter() - t0
+        sys1, own1, seconds = psutil.cpu_times(percpu=True), _own_cpu(proc), time.perf_counter() - t0
     except Exception:  # no psutil support on this platform, /proc unreadable
         return None
     # psutil lists online CPUs in order; trust the indices only when every CPU is listed
@@ -221,7 +237,7 @@ def measure_load(window: float = LOAD_WINDOW_S, *, cpus: Iterable[int] | None = 
         cpus = list(range(len(sys1)))
     busy = sum(_busy(sys1[i]) - _busy(sys0[i]) for i in cpus)
     steal = sum(getattr(sys1[i], "steal", 0.0) - getattr(sys0[i], "steal", 0.0) for i in cpus)
-    own = (own1.user + own1.system) - (own0.user + own0.system)
+    own = own1 - own0
     if seconds <= 0:
         return None
     return CpuLoad(seconds, len(cpus), max(0.0, busy - own) / seconds, max(0.0, steal) / seconds)
