@@ -174,7 +174,8 @@ class TensorFlowBackend(common.BackendCore):
             self.optimizer = None
             if training:
                 self.optimizer = Optimizer(t.optimizer, self.train_vars, betas=t.betas, eps=t.eps,
-                                           momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay)
+                                           momentum=t.momentum, nesterov=t.nesterov, weight_decay=t.weight_decay,
+                                           fused=self.dist is None)  # TensorFlow's fused update kernels (optim.py)
             self.fp16 = self.policy == "mixed_float16" and training
             self.loss_scale = tf.Variable(_SCALE_INIT, dtype=tf.float32, trainable=False)
             self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -851,8 +852,10 @@ class TensorFlowBackend(common.BackendCore):
                "device": self.device, "precision": self.precision_label,
                "xla": bool(self.config.train.compile), "deterministic": bool(self.config.train.deterministic),
                "replicas": self.replicas,
-               "threads": {**self.thread_plan.as_dict(), "actual": self.threads,
-                           "intra_op": tf.config.threading.get_intra_op_parallelism_threads() or None,
+               # intra_op: the count TensorFlow runs with, or None where it cannot be known, and
+               # intra_op_source says which (never a guess recorded as a fact)
+               "threads": {**self.thread_plan.as_dict(), "actual": self.intra_op,
+                           "intra_op": self.intra_op, "intra_op_source": self.intra_op_source,
                            "inter_op": tf.config.threading.get_inter_op_parallelism_threads() or None}}
         if self.dist is not None:
             env["strategy"] = {"name": self.dist.name, "replicas": self.dist.replicas,
@@ -874,18 +877,26 @@ class TensorFlowBackend(common.BackendCore):
         self.thread_plan = threads_module.plan_threads(configured)
         n = self.thread_plan.threads
         _set_thread_counts(n)
-        self.threads = _intra_op_threads()
-        if self.threads != n:
-            warnings.warn(f"train.threads: TensorFlow had already started in this process with {self.threads} "
-                          f"intra-op threads, so {n} could not be applied; this run uses {self.threads} "
-                          "(recorded in env.json)", stacklevel=2)
+        # the count in force when TensorFlow says or it can be told; else None, and why not
+        self.intra_op, self.intra_op_source = _intra_op_in_force()
+        # an estimate where it is not known (TensorFlow's default rule, applied now), for what
+        # needs a number: the contention check and the CPU peak of the MFU figure
+        self.threads = self.intra_op or len(threads_module.affinity_cpus() or ()) or os.cpu_count() or 1
+        if self.intra_op != n:
+            known = self.intra_op is not None
+            started = f"with {self.intra_op} intra-op threads" if known else "with its default thread count"
+            uses = self.intra_op if known else "TensorFlow's default, which it does not report"
+            warnings.warn(f"train.threads: TensorFlow had already started in this process ({started}), so {n} "
+                          f"could not be applied; this run uses {uses} (recorded in env.json)", stacklevel=2)
 
     def numerics_facts(self) -> dict:
         """What bitwise-exact resume depends on, as JSON: a checkpoint records it, a resume compares."""
         facts = {"backend": "tensorflow", "tensorflow": tf.__version__, "keras": keras.__version__,
                  "device": self.device, "precision": self.precision_label,
                  "deterministic": bool(self.config.train.deterministic), "xla": bool(self.config.train.compile),
-                 "threads": _intra_op_threads(), "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+                 "threads": self.intra_op if self.intra_op is not None else "unknown",
+                 "optimizer_update": "fused-kernels" if self.dist is None else "per-tensor",  # optim.py
+                 "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
                  "replicas": self.replicas,  # the order of the gradient sums: a resume under another count differs
                  **threads_module.host_facts()}
         if "GPU:" in self.tf_device:
@@ -913,13 +924,16 @@ def _set_thread_counts(n: int) -> None:
                 pass
 
 
-def _intra_op_threads() -> int:
-    """The intra-op thread count in force: the one set; else (0) the one TensorFlow's runtime took
-    from TF_NUM_INTRAOP_THREADS, or its default, one per CPU this process may be scheduled on."""
+def _intra_op_in_force() -> tuple[int | None, str]:
+    """(the intra-op thread count TensorFlow's runtime uses, where it comes from), or (None, why it
+    is unknown). TensorFlow reports only a count set through tf.config.threading before its runtime
+    started (then it is the one in force); a runtime started without one read TF_NUM_INTRAOP_THREADS
+    or else took one thread per CPU schedulable at that moment, which no API reports."""
     configured = tf.config.threading.get_intra_op_parallelism_threads()
     if configured:
-        return configured
+        return configured, "tf.config.threading, set before TensorFlow's runtime started"
     from_env = os.environ.get("TF_NUM_INTRAOP_THREADS", "").strip()
     if from_env.isdigit() and int(from_env) > 0:
-        return int(from_env)
-    return len(threads_module.affinity_cpus() or ()) or os.cpu_count() or 1
+        return int(from_env), "TF_NUM_INTRAOP_THREADS (TensorFlow's runtime started before airlab could set it)"
+    return None, ("unknown: TensorFlow's runtime started in this process before airlab could set the count, "
+                  "with its default (one thread per CPU schedulable when it started), which it does not report")

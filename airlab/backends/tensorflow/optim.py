@@ -12,6 +12,21 @@ decoupled).
 Weight decay applies to tensors of rank >= 2 (matrices, kernels, embeddings), not to biases or
 norm parameters, as the torch backend's parameter groups do. The state is a set of tf.Variables
 named by the weights' stable names, saved as tensors.
+
+Fused (the default, `fused=True`): each tensor's update is one of TensorFlow's fused C++ kernels,
+which read and write the weight and its slots in place (one op per tensor instead of a dozen
+element-wise ops with a temporary each; no compilation, so a short run pays nothing up front):
+
+    adam, adamw: ResourceApplyAdam, which computes m and v as above and
+           p -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps_hat);
+           with eps_hat = eps sqrt(1 - b2^t) that is torch's update multiplied through by
+           sqrt(1 - b2^t) above and below: the same function, equal to the last bits
+    sgd:   ResourceApplyMomentum (accum = momentum accum + g; p -= lr accum, or with nesterov
+           p -= lr g + lr momentum accum: torch's rule), ResourceApplyGradientDescent without momentum
+
+The decay steps (g += wd p, p *= 1 - lr wd) are the ones above. tests/unit/test_fast_defaults_tf.py
+pins the fused update against the per-tensor one. Under tf.distribute the update is not fused
+(the strategy applies it to each replica's copy of a variable).
 """
 
 from __future__ import annotations
@@ -21,7 +36,7 @@ import tensorflow as tf
 
 class Optimizer:
     def __init__(self, kind: str, named_vars: list[tuple[str, tf.Variable]], *, betas=(0.9, 0.999), eps=1e-8,
-                 momentum=0.0, nesterov=False, weight_decay=0.0):
+                 momentum=0.0, nesterov=False, weight_decay=0.0, fused: bool = True):
         if kind not in ("adam", "adamw", "sgd"):
             raise ValueError(f"Expected optimizer in ['adam', 'adamw', 'sgd']. Received: optimizer={kind!r}")
         self.kind = kind
@@ -38,6 +53,7 @@ class Optimizer:
             self.slots["v"] = [self._zeros(v) for v in self.vars]
         elif self.momentum > 0:
             self.slots["momentum"] = [self._zeros(v) for v in self.vars]
+        self.fused = bool(fused)
 
     @staticmethod
     def _zeros(v) -> tf.Variable:
@@ -45,6 +61,8 @@ class Optimizer:
 
     def apply(self, grads, lr) -> None:
         """One update of every variable (call inside a tf.function; `lr` a float32 scalar)."""
+        if self.fused:
+            return self._apply_fused(grads, lr)
         self.step.assign_add(1)
         t = tf.cast(self.step, tf.float32)
         wd = self.weight_decay
@@ -71,6 +89,42 @@ class Optimizer:
                 buf.assign(self.momentum * buf + g)
                 g = g + self.momentum * buf if self.nesterov else tf.identity(buf)
             p.assign_sub(lr * g)
+
+    @staticmethod
+    def _handle(v):
+        return v.value.handle if hasattr(v, "value") and hasattr(v.value, "handle") else v.handle
+
+    def _apply_fused(self, grads, lr) -> None:
+        """apply() through TensorFlow's fused kernels (see the module's docstring)."""
+        self.step.assign_add(1)
+        t = tf.cast(self.step, tf.float32)
+        lr = tf.cast(lr, tf.float32)
+        wd = self.weight_decay
+        if self.kind in ("adam", "adamw"):
+            b1_power, b2_power = tf.pow(self.b1, t), tf.pow(self.b2, t)
+            eps_hat = self.eps * tf.sqrt(1.0 - b2_power)
+            for i, (p, g) in enumerate(zip(self.vars, grads)):
+                g = tf.cast(g, tf.float32)
+                if self.decay[i]:
+                    if self.kind == "adamw":
+                        p.assign(p * (1.0 - lr * wd))
+                    else:
+                        g = g + wd * p
+                tf.raw_ops.ResourceApplyAdam(
+                    var=self._handle(p), m=self.slots["m"][i].handle, v=self.slots["v"][i].handle,
+                    beta1_power=b1_power, beta2_power=b2_power, lr=lr, beta1=tf.constant(self.b1),
+                    beta2=tf.constant(self.b2), epsilon=eps_hat, grad=g)
+            return
+        for i, (p, g) in enumerate(zip(self.vars, grads)):
+            g = tf.cast(g, tf.float32)
+            if self.decay[i]:
+                g = g + wd * p
+            if self.momentum > 0:
+                tf.raw_ops.ResourceApplyMomentum(var=self._handle(p), accum=self.slots["momentum"][i].handle, lr=lr,
+                                                 grad=g, momentum=tf.constant(self.momentum),
+                                                 use_nesterov=self.nesterov)
+            else:
+                tf.raw_ops.ResourceApplyGradientDescent(var=self._handle(p), alpha=lr, delta=g)
 
     # -- state -------------------------------------------------------------------------------------
     def state(self) -> dict:
