@@ -19,8 +19,9 @@ from typing import Any
 
 PINNED: dict[str, Any] = {
     "device": "cpu",  # results never depend on the machine's accelerator
-    "train.precision": "fp32",  # not "auto" (bf16 where the CPU has AMX)
+    "train.precision": "fp32",  # not "auto" (bf16 where the CPU has AMX or AVX512-BF16)
     "train.compile": False,  # eager kernels: no torch.compile, no XLA
+    "train.optimizer_impl": "for_loop",  # not "auto" (torch's fused Adam on CPU: equal within rounding only)
     "train.threads": 1,  # the thread count orders the reductions
     "train.deterministic": False,  # the default, said: tests that need it turn it on themselves
 }

@@ -85,14 +85,19 @@ def device_name(kind: str, index: int | None) -> str:
 # -- precision ----------------------------------------------------------------------------------
 
 
-def resolve_precision(requested: str, kind: str, gpu_bf16: Callable[[], str | None]) -> str:
+def resolve_precision(requested: str, kind: str, gpu_bf16: Callable[[], str | None],
+                      cpu_bf16: Callable[[], bool] | None = None) -> str:
     """`train.precision` -> "fp32", "bf16" or "fp16" on a device of `kind` ("cpu", "cuda", "mps").
 
     `gpu_bf16()`, asked only on a GPU, is None where the GPU computes in bf16, else the words that
-    name it in the error ("NVIDIA T4", "this GPU (compute capability 7.5)"). "auto" takes bf16 on a
-    GPU that has it and fp32 everywhere else."""
+    name it in the error ("NVIDIA T4", "this GPU (compute capability 7.5)"). `cpu_bf16()`, asked
+    only on a CPU, is True where the backend's bf16 kernels are faster than fp32 on this CPU (the
+    backend's own rule, from measurement: BackendCore._cpu_bf16). "auto" takes bf16 on a GPU that
+    has it and on such a CPU, fp32 everywhere else."""
     if requested == "auto":
-        return "bf16" if kind == "cuda" and gpu_bf16() is None else "fp32"
+        if kind == "cuda":
+            return "bf16" if gpu_bf16() is None else "fp32"
+        return "bf16" if kind == "cpu" and cpu_bf16 is not None and cpu_bf16() else "fp32"
     if requested == "fp32":
         return "fp32"
     if requested == "bf16":
@@ -109,6 +114,25 @@ def resolve_precision(requested: str, kind: str, gpu_bf16: Callable[[], str | No
                               hint="use precision: bf16 or fp32")
         return "fp16"
     raise ConfigError(f"train.precision: unknown precision {requested!r}")
+
+
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # instructions that compute in bf16 natively (not emulated)
+
+
+def cpu_bf16_flags(cpuinfo: str | None = None) -> tuple[str, ...]:
+    """The CPU_BF16_FLAGS this CPU has, from /proc/cpuinfo's `flags` line (or the text given: a
+    test's seam); () where the file is absent (not Linux) or unreadable."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return ()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            have = set(line.partition(":")[2].split())
+            return tuple(f for f in CPU_BF16_FLAGS if f in have)
+    return ()
 
 
 # -- out of memory -------------------------------------------------------------------------------
@@ -262,7 +286,7 @@ class BackendCore(ABC):
         kind, index = resolve_device(self.config.device, self)
         self.device = device_name(kind, index)
         self.precision = resolve_precision(self.config.train.precision, self._precision_kind(kind, index),
-                                           lambda: self._gpu_bf16(index))
+                                           lambda: self._gpu_bf16(index), self._cpu_bf16)
         return kind, index
 
     def close(self) -> None:
@@ -395,6 +419,11 @@ class BackendCore(ABC):
     def _precision_kind(self, kind: str, index: int | None) -> str:
         """The device kind precision is resolved for (the device's own, unless a backend says otherwise)."""
         return kind
+
+    def _cpu_bf16(self) -> bool:
+        """Whether precision: auto takes bf16 on this CPU: only where the backend measured its bf16
+        kernels faster here (a backend overrides it; by default fp32)."""
+        return False
 
     @abstractmethod
     def _gpu_bf16(self, index: int) -> str | None:

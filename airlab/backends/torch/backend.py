@@ -20,6 +20,7 @@ index)), then `(x - mean) / std` under data.normalize. So both placements train 
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -93,7 +94,10 @@ class TorchBackend(common.BackendCore):
         self._shared_generator = self._share_randomness() if self.world > 1 else None
         if self.world == 1:  # (the module's state outlives a run: a process may train again, alone)
             shard.configure(0, 1, None)
-        self.channels_last = self.torch_device.type == "cuda" and any(
+        # convolutional models in channels-last memory format on CUDA and on a CPU: there oneDNN's
+        # pooling in NCHW costs 10x its channels-last time (max_pool2d of (128, 64, 24, 24): 27 ms vs 2.1,
+        # bf16 or fp32; the CNN's whole step x1.10-1.13; scripts/bench_vs_tuned.py)
+        self.channels_last = self.torch_device.type in ("cuda", "cpu") and any(
             isinstance(m, torch.nn.Conv2d) for m in self.model.modules())
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -107,6 +111,9 @@ class TorchBackend(common.BackendCore):
         self._prepare_data(training)
 
         self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer_impl = resolve_optimizer_impl(t.optimizer_impl, self.torch_device.type)
+        # clipping's norm and multiply as multi-tensor kernels where torch has them (None: its own choice)
+        self._clip_foreach = True if self.torch_device.type in ("cpu", "cuda") else None
         self.optimizer = self._make_optimizer() if training else None
         self.scaler = (torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 and training else None)
         self._ddp = None
@@ -222,6 +229,14 @@ class TorchBackend(common.BackendCore):
     def _gpu_bf16(self, index: int) -> str | None:
         return None if torch.cuda.is_bf16_supported() else torch.cuda.get_device_name(index)
 
+    def _cpu_bf16(self) -> bool:
+        """precision: auto on a CPU: bf16 autocast where the CPU computes bf16 natively (AMX or
+        AVX512-BF16, common.cpu_bf16_flags) and oneDNN runs it. Measured on AVX512-BF16 without
+        AMX (scripts/bench_vs_tuned.py, one thread): x1.3 (VAE) to x2.1 (autoencoder) over fp32,
+        x1.0 on the small Transformer, at the same validation loss. Where the CPU only emulates
+        bf16 (AVX-512 without BF16, AVX2), fp32: a stated rule, not measured here."""
+        return bool(common.cpu_bf16_flags()) and bool(torch.backends.mkldnn.is_available())
+
     # -- data ----------------------------------------------------------------------------------
     def _prepare_data(self, training: bool) -> None:
         """Choose where the data lives (training: common.choose_placement; sampling never reads the
@@ -276,9 +291,12 @@ class TorchBackend(common.BackendCore):
     def _gather(self, split: str, idx: torch.Tensor):
         """The fast path: the stored rows at `idx` (a device tensor) of a split on the device."""
         x, y = self._splits[split]
+        # index_select, not x[idx]: the same rows, gathered several times faster on a CPU (advanced
+        # indexing's kernel costs ~70 us for a batch of 128 MNIST-sized images, index_select ~5)
         if self._windows:
-            return x[idx[:, None] + self._window], None  # (B, T+1) token ids
-        return x[idx], (None if y is None else y[idx])
+            pos = (idx[:, None] + self._window).view(-1)  # (B*(T+1),)
+            return x.index_select(0, pos).view(len(idx), -1), None  # (B, T+1) token ids
+        return x.index_select(0, idx), (None if y is None else y.index_select(0, idx))
 
     def _host_gather(self, split: str, index: np.ndarray):
         """The streaming path: the stored rows at `index` of a split, gathered on the host."""
@@ -431,11 +449,12 @@ class TorchBackend(common.BackendCore):
                       {"params": no_decay, "weight_decay": 0.0}]
         else:
             groups = [{"params": params, "weight_decay": 0.0}]
+        kw = _IMPL_KWARGS[self.optimizer_impl]
         if t.optimizer == "adam":
-            return torch.optim.Adam(groups, lr=t.lr, betas=t.betas, eps=t.eps)
+            return torch.optim.Adam(groups, lr=t.lr, betas=t.betas, eps=t.eps, **kw)
         if t.optimizer == "adamw":
-            return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, eps=t.eps)
-        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov)
+            return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, eps=t.eps, **kw)
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov, **kw)
 
     # -- training ------------------------------------------------------------------------------
     def _forward_backward(self, index: np.ndarray, step: int | None):
@@ -555,7 +574,7 @@ class TorchBackend(common.BackendCore):
                 raise NonFiniteStep(step, float(loss), None)
             if clip:
                 self.scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(params, clip)
+                torch.nn.utils.clip_grad_norm_(params, clip, foreach=self._clip_foreach)
             self.scaler.step(opt)
             self.scaler.update()
         else:
@@ -564,7 +583,9 @@ class TorchBackend(common.BackendCore):
             grads = [p.grad for p in params if p.grad is not None]
             norm = None
             if clip:
-                norm = torch.nn.utils.clip_grad_norm_(params, clip)  # the norm before clipping
+                # the norm before clipping; foreach: one multi-tensor norm and one multiply instead of a
+                # Python loop over the parameters (torch's default off CUDA)
+                norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=self._clip_foreach)
                 probe = loss.detach() + norm
             else:
                 # the cheapest full reduction: a sum is non-finite when any element is (or when the
@@ -572,7 +593,9 @@ class TorchBackend(common.BackendCore):
                 probe = loss.detach()
                 for g in grads:
                     probe = probe + g.sum()
-            if not bool(torch.isfinite(probe)):  # one device sync per step: the price of never stepping into NaN
+            # one device sync per step: the price of never stepping into NaN (a float's test: on a CPU,
+            # torch.isfinite on a scalar costs ~5 us, .item() and math.isfinite ~0.2)
+            if not math.isfinite(probe.item()):
                 if norm is None:  # only now, for the message
                     norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
                 opt.zero_grad(set_to_none=True)
@@ -902,6 +925,7 @@ class TorchBackend(common.BackendCore):
         facts = {"backend": "torch", "torch": torch.__version__, "device": self.device,
                  "precision": self.precision_label,
                  "deterministic": bool(self.config.train.deterministic), "compile": bool(self.config.train.compile),
+                 "optimizer_impl": self.optimizer_impl,
                  "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                  "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available(),
                  "parallel": _parallel_backend(), **threads_module.host_facts()}
@@ -912,6 +936,20 @@ class TorchBackend(common.BackendCore):
                           "gpu": torch.cuda.get_device_name(self.torch_device),
                           "tf32": bool(torch.backends.cuda.matmul.allow_tf32)})
         return facts
+
+
+# train.optimizer_impl -> the optimizer's keyword arguments (Adam, AdamW and SGD take all three)
+_IMPL_KWARGS = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}
+# what `auto` picks per device type: fused on CPU, measured by scripts/bench_vs_tuned.py (optimizer.step()
+# of the six shipped configs on 2 AVX-512 cores: x2.6 (RNN) to x4.0 (Transformer) over the for-loop; foreach
+# within x1.2 of the for-loop); fused on CUDA, PyTorch's own guidance (not measured here); elsewhere (mps)
+# the for-loop, torch's default there
+_AUTO_IMPL = {"cpu": "fused", "cuda": "fused"}
+
+
+def resolve_optimizer_impl(requested: str, device_type: str) -> str:
+    """train.optimizer_impl ("auto", "fused", "foreach", "for_loop") on a device type -> the one used."""
+    return _AUTO_IMPL.get(device_type, "for_loop") if requested == "auto" else requested
 
 
 def rank_seed(seed: int, rank: int) -> int:
