@@ -56,6 +56,10 @@ NO_CURVES = ["output.curves=false"]
 SHAPES_TINY = ["data.name=shapes", "data.size=512", "data.limit=256", *NO_CURVES]
 # A few thousand characters of Python docstrings for the language model.
 PYCORPUS_TINY = ["data.name=pycorpus", "data.size=20000", "data.limit=4000", *NO_CURVES]
+# a shipped LM config at a size a test trains in seconds: the sampling at the end of an LM run
+# (2 x 400 characters, one forward pass each) dominates at the shipped sizes (transformer-gpu.yaml:
+# minutes on a CPU); 48 wide divides into the 4 and the 6 heads of the shipped configs
+LM_SMALLER = ["model.n_layer=2", "model.n_embd=48", "model.context_length=32"]
 
 
 @dataclass

@@ -27,6 +27,11 @@ class TransformerSpec(ModelSpec):
     scaled by 1/sqrt(head size) under a causal mask, with dropout on the attention weights. The
     TensorFlow model's output head multiplies by the token embedding's transpose, so the tied
     matrix is one variable there too.
+
+    `tie_weights: false` gives the head a weight of its own (`lm_head.weight`, vocab x n_embd,
+    initialised normal(0, 0.02) like the table; on TensorFlow a Dense layer `lm_head`), so the
+    checkpoint holds one more tensor under that name and weight conversion carries it like any
+    Linear; true (the default) keeps one matrix, stored once.
     """
 
     name: Literal["transformer"] = Field("transformer", description="Model name.")
@@ -38,10 +43,13 @@ class TransformerSpec(ModelSpec):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout rate on embeddings, attention weights and residual branches.")
     bias: bool = Field(False, description="Biases in the Linear layers and LayerNorms (nanoGPT's `bias`).")
     mlp_ratio: PositiveInt = Field(4, description="Hidden width of each block's MLP, as a multiple of n_embd.")
+    tie_weights: bool = Field(True, description="The output head shares the token embedding's weight (false: a "
+                                                "head of its own, `lm_head.weight`, vocab x n_embd more parameters).")
 
     default_data: ClassVar[DataInfo] = DataInfo(input_shape=(), vocab_size=65)
     test_variants: ClassVar[list[dict]] = [
-        {"n_layer": 2, "n_head": 2, "n_embd": 32, "context_length": 16, "dropout": 0.1, "bias": True, "mlp_ratio": 2},
+        {"n_layer": 2, "n_head": 2, "n_embd": 32, "context_length": 16, "dropout": 0.1, "bias": True, "mlp_ratio": 2,
+         "tie_weights": False},
     ]
     smoke: ClassVar[dict] = {"n_layer": 1, "n_embd": 32, "n_head": 2, "context_length": 16, "dropout": 0.1}
 
@@ -73,4 +81,22 @@ class TransformerSpec(ModelSpec):
             + h * c + b * c  # MLP out
         )
         embeddings = info.vocab_size * c + self.context_length * c  # the head is tied to the token table
+        if not self.tie_weights:
+            embeddings += info.vocab_size * c  # a head of its own
         return embeddings + self.n_layer * block + layernorm
+
+    def matmul_weights(self, info: DataInfo) -> int:
+        """N of PaLM's 6N: the weights of every matmul, the output head's included (it multiplies,
+        tied or not); not the embedding tables (looked up), biases or LayerNorms."""
+        self.check_data(info)
+        c, h = self.n_embd, self.mlp_ratio * self.n_embd
+        return self.n_layer * (3 * c * c + c * c + 2 * c * h) + c * info.vocab_size
+
+    def train_flops_per_token(self, info: DataInfo) -> int:
+        """PaLM's model FLOPs per token: 6N + 12 x n_layer x n_embd x context (attention's scores
+        and weighted sum over the whole window; airlab.specs.base: the FLOP convention)."""
+        return 6 * self.matmul_weights(info) + 12 * self.n_layer * self.n_embd * self.context_length
+
+    def train_flops_per_sample(self, info: DataInfo) -> int:
+        """A sample is one window of `context_length` tokens, each predicted."""
+        return self.context_length * self.train_flops_per_token(info)

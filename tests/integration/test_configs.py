@@ -9,7 +9,7 @@ import pytest
 
 from airlab import registry
 from airlab.config import load_config
-from conftest import PYCORPUS_TINY, SHAPES_TINY, shipped_configs
+from conftest import LM_SMALLER, PYCORPUS_TINY, SHAPES_TINY, shipped_configs
 
 CONFIGS = shipped_configs()
 
@@ -18,7 +18,7 @@ def offline_overrides(path) -> list[str]:
     """Swap the config's dataset for an offline one of the same kind and keep the run tiny."""
     cfg = load_config(path)
     task = registry.get_model(cfg.model.name).task
-    data = PYCORPUS_TINY if task == "lm" else SHAPES_TINY
+    data = [*PYCORPUS_TINY, *LM_SMALLER] if task == "lm" else SHAPES_TINY
     return [*data, "train.epochs=null", "train.steps=3", "device=cpu", "train.compile=false",
             "train.precision=fp32"]
 

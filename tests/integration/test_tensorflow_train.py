@@ -19,7 +19,7 @@ from airlab.backends import table  # noqa: E402
 from airlab.config import load_config  # noqa: E402
 from airlab.data import load_dataset  # noqa: E402
 from airlab.train import checkpoint as ckpt  # noqa: E402
-from conftest import PYCORPUS_TINY, SHAPES_TINY, shipped_configs  # noqa: E402
+from conftest import LM_SMALLER, PYCORPUS_TINY, SHAPES_TINY, shipped_configs  # noqa: E402
 from numerics import NUMERICS  # noqa: E402
 from runs import QUICK, QUICK_TINY, RESUMABLE, metrics, summary, tiny, train  # noqa: E402
 
@@ -106,8 +106,7 @@ def offline(path: Path) -> list[str]:
     return [*data, "train.epochs=null", *NUMERICS]
 
 
-SMALLER = {"transformer": ["model.n_layer=2", "model.n_embd=64", "model.context_length=32"]}  # the sampling at
-# the end of an LM run (2 x 400 characters) dominates at the shipped size on every backend
+SMALLER = {"transformer": LM_SMALLER}
 
 
 @pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: p.stem)

@@ -5,7 +5,8 @@
       -> ln_f -> logits = x @ wte^T (the head is tied to the token embedding) -> (B, T, vocab)
 
 Layer names follow the torch model: transformer.wte, transformer.wpe, transformer.h.{i}.ln_1,
-transformer.h.{i}.attn.c_attn, ...; `lm_head` has no weight of its own (`tied`).
+transformer.h.{i}.attn.c_attn, ...; `lm_head` has no weight of its own (`tied`) unless the spec's
+tie_weights is false (then a Dense layer `lm_head`).
 """
 
 from __future__ import annotations
@@ -83,6 +84,11 @@ class GPT(AirlabModel):
         self.drop = Dropout(spec.dropout, name="transformer.drop")
         self.blocks = [Block(self, spec, f"transformer.h.{i}") for i in range(spec.n_layer)]
         self.ln_f = self.register("transformer.ln_f", _layernorm(spec, "transformer.ln_f"))
+        self.lm_head = None
+        if not spec.tie_weights:  # a head of its own: torch's lm_head.weight
+            self.tied = {}
+            self.lm_head = self.register("lm_head", dense(vocab_size, c, "lm_head", use_bias=False,
+                                                          kernel_init=normal(0.02)))
 
     def call(self, idx, training=False, seed=None):
         t = idx.shape[1]
@@ -94,6 +100,8 @@ class GPT(AirlabModel):
         for i, block in enumerate(self.blocks):
             x = block(x, training, None if seed is None else tf.random.experimental.stateless_fold_in(seed, i))
         x = self.ln_f(x)  # (B, T, C)
+        if self.lm_head is not None:
+            return self.lm_head(x)  # (B, T, vocab)
         return tf.matmul(x, tf.cast(self.wte.embeddings, x.dtype), transpose_b=True)  # (B, T, vocab)
 
     def generate(self, idx: np.ndarray, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,

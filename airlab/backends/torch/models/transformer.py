@@ -2,7 +2,7 @@
 
     idx (B, T) -> token embedding + position embedding (B, T, C) -> dropout
       -> n_layer x Block: x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))
-      -> ln_f -> lm_head (weight tied to the token embedding) -> logits (B, T, vocab)
+      -> ln_f -> lm_head (weight tied to the token embedding unless tie_weights is false) -> logits (B, T, vocab)
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ class GPT(nn.Module):
             )
         )
         self.lm_head = nn.Linear(spec.n_embd, vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # weight tying: one (vocab, C) matrix
+        if spec.tie_weights:
+            self.lm_head.weight = self.transformer.wte.weight  # weight tying: one (vocab, C) matrix
 
         # nanoGPT init: N(0, 0.02) everywhere, residual projections scaled down by depth (GPT-2 paper)
         self.apply(self._init_weights)
