@@ -35,6 +35,18 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 
+# The slow lane: whole processes killed, signalled and resumed, several processes at once. CI runs
+# every lane (`python -m pytest -q`); a developer may leave this one out with `-m "not slow"`.
+SLOW = ("reliability/", "integration/test_torch_distributed.py", "integration/test_tensorflow_distributed.py",
+        "integration/test_signals_readme.py", "bench/test_bench_allreduce.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        where = Path(str(item.path)).relative_to(REPO / "tests").as_posix()
+        if any(where == s or where.startswith(s) for s in SLOW):
+            item.add_marker(pytest.mark.slow)
+
 # Set before anything imports airlab, so even module-scoped fixtures and subprocesses are offline.
 # Training tests pass device=cpu themselves: results must not depend on the machine.
 os.environ["AIRLAB_OFFLINE"] = "1"
