@@ -50,6 +50,7 @@ import time
 from pathlib import Path
 
 import yaml
+from ratios import paired  # scripts/ratios.py (python puts this folder on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 ARMS = {"none": "[]", "both": "[tensorboard,mlflow]", "control": "[]"}
@@ -159,16 +160,6 @@ def train_here(config: Path, run_dir: Path, trackers: str, log_every: int, args)
     mine = counted.write_s + sum(counted.thread_cpu.get(tid, 0.0) - before.get(tid, 0.0) for tid in counted.threads)
     train_s = max(summary["train_time_s"], 1e-9)
     return summary["samples_per_s"], others / train_s, mine / train_s
-
-
-def paired(values: list[float], reference: list[float]) -> tuple[float, float, float]:
-    """Median and interquartile range of the per-round ratios values/reference."""
-    ratios = [v / r for v, r in zip(values, reference)]
-    med = statistics.median(ratios)
-    if len(ratios) < 2:
-        return med, med, med
-    q1, _, q3 = statistics.quantiles(ratios, n=4)
-    return med, q1, q3
 
 
 def main() -> None:

@@ -26,7 +26,6 @@ import argparse
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +37,7 @@ from airlab.data import load_dataset
 from airlab.tasks import get_task
 from airlab.train.loop import Trainer, make_plan
 from airlab.train.progress import Reporter
+from ratios import paired, rounds_of  # scripts/ratios.py (python puts this folder on sys.path)
 
 SETTINGS = {  # model -> (steps per round, batch size)
     "mlp": (200, 128),
@@ -81,27 +81,6 @@ def hand_round(cfg, dataset, batches: list[np.ndarray]) -> float:
         seen += len(index)
     loss.item()  # one sync at the end
     return seen / (time.perf_counter() - t0)
-
-
-def rounds_of(arms: dict, n: int) -> dict[str, list[float]]:
-    """n rounds of every arm; each round rotates the order, so no arm always runs first."""
-    names = list(arms)
-    out = {k: [] for k in names}
-    for r in range(n):
-        shift = r % len(names)
-        for k in names[shift:] + names[:shift]:
-            out[k].append(arms[k]())
-    return out
-
-
-def paired(values: list[float], reference: list[float]) -> tuple[float, float, float]:
-    """Median and interquartile range of the per-round ratios values/reference."""
-    ratios = [v / r for v, r in zip(values, reference)]
-    med = statistics.median(ratios)
-    if len(ratios) < 2:
-        return med, med, med
-    q1, _, q3 = statistics.quantiles(ratios, n=4)
-    return med, q1, q3
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_trainer_overhead import paired, rounds_of  # noqa: E402
+from ratios import paired, rounds_of  # noqa: E402
 
 from airlab import registry  # noqa: E402
 from airlab.backends.torch import losses  # noqa: E402

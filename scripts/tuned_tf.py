@@ -53,6 +53,7 @@ from airlab.data import load_dataset
 from airlab.tasks import get_task
 from airlab.train.loop import Trainer, make_plan
 from airlab.train.progress import Reporter
+from ratios import paired, rounds_of  # scripts/ratios.py (python puts this folder on sys.path)
 
 MODELS = ["mlp", "cnn", "rnn", "autoencoder", "vae", "transformer"]
 OFFLINE = {"transformer": ["data.name=pycorpus"]}  # every other model: data.name=shapes
@@ -252,25 +253,6 @@ def tuned_tf_arms(model_name: str, cfg, steps: int, threads: int | None,
 
 
 # -- run alone -------------------------------------------------------------------------------------
-
-def rounds_of(arms: dict, n: int) -> dict[str, list[float]]:
-    names = list(arms)
-    out = {k: [] for k in names}
-    for r in range(n):
-        shift = r % len(names)
-        for k in names[shift:] + names[:shift]:
-            out[k].append(arms[k]())
-    return out
-
-
-def paired(values: list[float], reference: list[float]) -> tuple[float, float, float]:
-    ratios = [v / r for v, r in zip(values, reference)]
-    med = statistics.median(ratios)
-    if len(ratios) < 2:
-        return med, med, med
-    q1, _, q3 = statistics.quantiles(ratios, n=4)
-    return med, q1, q3
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
