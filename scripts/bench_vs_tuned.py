@@ -35,7 +35,7 @@ arms keep the wall clock (TensorFlow runs its own threads), and TensorFlow/torch
 with the wall clock.
 
     python scripts/bench_vs_tuned.py [--backend torch|tensorflow|both] [--models mlp,cnn,...]
-                                     [--rounds 5] [--steps N] [--threads N] [--compile]
+                                     [--rounds 8] [--steps N] [--threads N] [--compile]
 
 Targets (issue 14): airlab/tuned >= 0.98 and airlab/minimal >= 1.0 on every model (torch);
 airlab/tuned >= 0.95 and TensorFlow/torch >= 0.8 on TensorFlow.
@@ -309,7 +309,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backend", choices=("torch", "tensorflow", "both"), default="both")
     ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=8,
+                    help="rounds of every arm (8: each of the four torch arms runs in each position twice)")
     ap.add_argument("--steps", type=int, default=None, help="steps per arm (default: per model, about 1 s each)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: the framework's own choice)")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile (slow: minutes per model)")

@@ -13,8 +13,9 @@ ratios):
   layers, `keras.layers.LSTM/GRU/SimpleRNN`, for the RNN), the same optimizer and
   hyper-parameters (Keras's Adam/AdamW/SGD, clipping by global norm where the config clips), the
   training split pre-placed as one float32 tensor (already scaled and normalised) gathered by
-  index inside one `tf.function` step, no per-step host sync (one at the end), and XLA only where
-  it measured faster on this CPU (TUNED_XLA below). Timed from before the first step to after the
+  index inside one `tf.function` step, no per-step host sync (one at the end), Keras's
+  mixed_bfloat16 policy where it measures faster here (tuned_precision, measured per model as the
+  torch loop's bf16 autocast is), and XLA only where it measured faster on this CPU (TUNED_XLA below). Timed from before the first step to after the
   last one, so its tracing/compilation is INCLUDED too, as airlab's is.
 
 Same batches: both take the trainer's own batch order (a pure function of (seed, epoch)).
@@ -179,8 +180,14 @@ def _train_tensors(cfg, dataset):
     return tf.constant(x), y
 
 
-def tuned_round(cfg, dataset, task, batches: list[np.ndarray], xla: bool, opt_path: str = "fused") -> float:
-    model = _tuned_model(cfg, dataset)
+def tuned_round(cfg, dataset, task, batches: list[np.ndarray], xla: bool, opt_path: str = "fused",
+                precision: str = "fp32") -> float:
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+    try:
+        model = _tuned_model(cfg, dataset)
+    finally:
+        keras.config.set_dtype_policy(before)
     t = cfg.train
     variables = model.trainable_variables
     opt = FusedAdam(t, variables) if opt_path == "fused" and t.optimizer in ("adam", "adamw") else _keras_optimizer(t)
@@ -248,8 +255,27 @@ def tuned_tf_arms(model_name: str, cfg, steps: int, threads: int | None,
     batches = _batches(run_cfg, dataset, task, steps)
     use_xla = TUNED_XLA.get(model_name, False) if xla is None else xla
     path = TUNED_OPT.get(model_name, "fused") if opt is None else opt
+    precision = tuned_precision(run_cfg, dataset, task, batches, use_xla, path)
     return {"airlab": lambda: airlab_round(run_cfg),
-            "tuned": lambda: tuned_round(run_cfg, dataset, task, batches, use_xla, path)}
+            "tuned": lambda: tuned_round(run_cfg, dataset, task, batches, use_xla, path, precision)}
+
+
+def tuned_precision(cfg, dataset, task, batches, xla: bool, path: str, rounds: int = 3) -> str:
+    """The expert's precision for this model: Keras's mixed_bfloat16 where the CPU computes bf16
+    natively and the tuned loop measures more than 3 % faster in it over half the steps (as
+    scripts/bench_vs_tuned.py chooses bf16 autocast for the torch loop), else float32. Printed."""
+    from airlab.backends.common import cpu_bf16_flags
+
+    if not cpu_bf16_flags():
+        print("   tensorflow tuned loop: float32 (the CPU has no native bf16)")
+        return "fp32"
+    half = batches[:max(10, len(batches) // 2)]
+    got = rounds_of({p: (lambda p=p: tuned_round(cfg, dataset, task, half, xla, path, p)) for p in ("fp32", "bf16")},
+                    rounds)
+    r, r1, r3 = paired(got["bf16"], got["fp32"])
+    choice = "bf16" if r > 1.03 else "fp32"
+    print(f"   tensorflow tuned loop: mixed_bfloat16 / float32 x{r:.3f} (IQR {r1:.3f}-{r3:.3f})  -> {choice}")
+    return choice
 
 
 # -- run alone -------------------------------------------------------------------------------------

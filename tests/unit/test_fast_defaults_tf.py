@@ -175,3 +175,29 @@ def test_intra_op_count_is_the_one_in_force_or_unknown(monkeypatch):
     monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
     count, why = backend._intra_op_in_force()
     assert count is None and why.startswith("unknown: ") and "does not report" in why
+
+
+@pytest.mark.parametrize("model, flags, onednn, expected", [
+    ("cnn", ("avx512_bf16",), None, True), ("rnn", ("amx_bf16",), None, True),
+    ("transformer", ("avx512_bf16",), "1", True),
+    ("mlp", ("avx512_bf16",), None, False), ("vae", ("amx_bf16",), None, False),  # measured x1.0
+    ("autoencoder", ("amx_bf16",), None, False),  # measured x0.26: no fast bf16 transposed convolution
+    ("cnn", (), None, False),  # bf16 emulated: fp32
+    ("cnn", ("avx512_bf16",), "0", False),  # oneDNN turned off: TensorFlow's own bf16 kernels
+])
+def test_tensorflow_auto_precision_on_a_cpu_is_bf16_only_where_measured_faster(monkeypatch, model, flags,
+                                                                              onednn, expected):
+    from types import SimpleNamespace
+
+    from airlab.backends import common
+    from airlab.backends.tensorflow.backend import TensorFlowBackend
+
+    monkeypatch.setattr(common, "cpu_bf16_flags", lambda cpuinfo=None: flags)
+    if onednn is None:
+        monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    else:
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", onednn)
+    backend = SimpleNamespace(spec=SimpleNamespace(name=model))
+    assert TensorFlowBackend._cpu_bf16(backend) is expected
+    assert common.resolve_precision("auto", "cpu", lambda: None, lambda: TensorFlowBackend._cpu_bf16(backend)) == \
+        ("bf16" if expected else "fp32")
