@@ -158,8 +158,23 @@ def train(
                 f"{s['steps_this_process']} of them in {s['wall_time_s']:.1f} s")
     else:
         what = f"done: {s['steps']} steps in {s['wall_time_s']:.1f} s"
-    out.print(f"{what} (training {s['samples_per_s'] or 0:,.0f} samples/s over the whole run); " + "; ".join(parts),
-              highlight=False)
+    out.print(f"{what} ({_throughput(s)}); " + "; ".join(parts), highlight=False)
     for p in s["samples"]:
         out.print(f"samples: {p}", highlight=False)
     out.print(f"run directory: {result.run_dir}", highlight=False)
+
+
+def _throughput(s: dict) -> str:
+    """The last line's throughput: samples/s over the whole run, tokens/s for a language model,
+    and the achieved FLOP/s and MFU where summary.json has them (mfu_reason says why not)."""
+    from airlab.train.flops import fmt_flops
+
+    out = f"training {s['samples_per_s'] or 0:,.0f} samples/s"
+    if s.get("tokens_per_s"):
+        out += f", {s['tokens_per_s']:,.0f} tokens/s"
+    out += " over the whole run"
+    if s.get("achieved_flops"):
+        out += f", {fmt_flops(s['achieved_flops'])}"
+        if s.get("mfu") is not None:
+            out += f", MFU {100 * s['mfu']:.1f}% of {fmt_flops(s['peak_flops'])}"
+    return out
