@@ -15,8 +15,9 @@ ratios):
   training split pre-placed as one float32 tensor (already scaled and normalised) gathered by
   index inside one `tf.function` step, no per-step host sync (one at the end), Keras's
   mixed_bfloat16 policy where it measures faster here (tuned_precision, measured per model as the
-  torch loop's bf16 autocast is), and XLA only where it measured faster on this CPU (TUNED_XLA below). Timed from before the first step to after the
-  last one, so its tracing/compilation is INCLUDED too, as airlab's is.
+  torch loop's bf16 autocast is), and XLA only where it measured faster on this CPU (TUNED_XLA
+  below). Timed from before the first step to after the last one, so its tracing/compilation is
+  INCLUDED too, as airlab's is.
 
 Same batches: both take the trainer's own batch order (a pure function of (seed, epoch)).
 
