@@ -193,3 +193,21 @@ def test_compare_command_plain_json_and_table(tmp_path, monkeypatch):
 
     result = runner.invoke(_app(), ["compare", str(a)])
     assert isinstance(result.exception, UsageError) and "at least two runs" in result.exception.message
+
+
+def test_compare_shows_mfu_where_a_run_has_it_and_tokens_per_s_only_for_a_language_model(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    a = make_run(tmp_path / "a", _config())
+    b = make_run(tmp_path / "b", _config(**{"train.lr": 0.003}))
+    summary = json.loads((a / "summary.json").read_text())
+    (a / "summary.json").write_text(json.dumps({**summary, "mfu": 0.2173, "tokens_per_s": None}))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(_app(), ["compare", str(a), str(b)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "summary\tMFU\t21.7%\t-" in lines  # b's summary.json predates the figure
+    assert not [ln for ln in lines if ln.startswith("summary\ttokens/s")]  # neither is a language model
+    (b / "summary.json").write_text(json.dumps({**summary, "tokens_per_s": 15360.0}))
+    lines = CliRunner().invoke(_app(), ["compare", str(a), str(b)]).output.splitlines()
+    assert "summary\ttokens/s\t-\t15,360" in lines

@@ -84,7 +84,7 @@ def _run(tmp_path: Path, *, complete: bool = True, classifier: bool = True) -> P
                    "final": {"val": {"loss": 0.03, "accuracy": 0.83}, "test": {"loss": 0.05, "accuracy": 0.8}},
                    "best": {"metric": "val/accuracy", "mode": "max", "value": 0.83, "step": 100},
                    "loss_units": "cross-entropy (nats)", "samples_per_s": 1000.0, "wall_time_s": 12.5,
-                   "params": 1234, "data": {"name": "shapes"},
+                   "params": 1234, "data": {"name": "shapes"}, "mfu": 0.0412,
                    "samples": [str(run / "samples" / "step-100-predictions.txt"),
                                str(run / "samples" / "step-100-predictions.png")]}
         (run / "summary.json").write_text(json.dumps(summary))
@@ -124,6 +124,7 @@ def test_a_classifier_report_holds_metrics_curves_samples_confusion_config_and_e
     # hostile strings from the run's files are text, never markup
     assert "<script>" not in document and "<b>circle</b>" not in document
     assert "lr: 0.002" in text and "2.13.0+cpu" in text
+    assert "MFU 4.1%" in text and "tokens/s" not in text  # summary.json's mfu; no tokens: not a language model
 
 
 def test_an_interrupted_run_reports_what_it_has(tmp_path):
