@@ -34,6 +34,8 @@ def _config_value(value, missing: bool) -> str:
 def _summary_rows(rows: list[dict]) -> list[tuple[str, list[str]]]:
     """(field, one cell per run): status, model, data, backend, steps, best, every final val and
     test metric any run has, samples/s (tokens/s and MFU where a run has them), wall time, parameters."""
+    from airlab.results.runs import percent
+
     def status(r: dict) -> str:
         if r["exit_code"] is not None and r["status"] not in ("completed", "early_stopped"):
             return f"{r['status']} (exit {r['exit_code']})"
@@ -55,7 +57,7 @@ def _summary_rows(rows: list[dict]) -> list[tuple[str, list[str]]]:
     if any(r.get("tokens_per_s") for r in rows):  # a language model's throughput in its own unit
         table.append(("tokens/s", [_fmt(r.get("tokens_per_s")) for r in rows]))
     if any(r.get("mfu") is not None for r in rows):  # how close each run came to its device's peak
-        table.append(("MFU", [_fmt(None) if r.get("mfu") is None else f"{100 * r['mfu']:.1f}%" for r in rows]))
+        table.append(("MFU", [percent(r.get("mfu")) or _fmt(None) for r in rows]))
     table += [("wall s", [_fmt(r["wall_time_s"]) for r in rows]),
               ("params", [_fmt(r["params"]) for r in rows])]
     return table

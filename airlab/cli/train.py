@@ -167,6 +167,7 @@ def train(
 def _throughput(s: dict) -> str:
     """The last line's throughput: samples/s over the whole run, tokens/s for a language model,
     and the achieved FLOP/s and MFU where summary.json has them (mfu_reason says why not)."""
+    from airlab.results.runs import percent
     from airlab.train.flops import fmt_flops
 
     out = f"training {s['samples_per_s'] or 0:,.0f} samples/s"
@@ -176,5 +177,5 @@ def _throughput(s: dict) -> str:
     if s.get("achieved_flops"):
         out += f", {fmt_flops(s['achieved_flops'])}"
         if s.get("mfu") is not None:
-            out += f", MFU {100 * s['mfu']:.1f}% of {fmt_flops(s['peak_flops'])}"
+            out += f", MFU {percent(s['mfu'])} of {fmt_flops(s['peak_flops'])}"
     return out

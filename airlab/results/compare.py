@@ -17,7 +17,7 @@ from pathlib import Path
 
 from airlab.errors import UsageError
 from airlab.results import curves
-from airlab.results.runs import read_run
+from airlab.results.runs import _number, read_run
 
 _MISSING = object()
 
@@ -103,7 +103,7 @@ def _summary_json(run: Path) -> dict:
 def summaries(runs: list[Path]) -> list[dict]:
     """One dict per run: name, path, status, model, data, backend, steps, val and test (final
     metrics), best ({metric, value, step} or None), samples_per_s, tokens_per_s (a language
-    model's), mfu, wall_time_s, params,
+    model's) and mfu (numbers or None), wall_time_s, params,
     exit_code, last_checkpoint. A run without summary.json (interrupted, failed, running) gives
     what `airlab runs` reads from its status and the end of its metrics."""
     rows = []
@@ -116,8 +116,8 @@ def summaries(runs: list[Path]) -> list[dict]:
         rows.append({"name": label, "path": str(run), "status": row["status"], "model": row["model"],
                      "data": row["data"], "backend": row["backend"], "steps": row["steps"],
                      "val": row["val"] or {}, "test": row["test"] or {}, "best": row["best"],
-                     "samples_per_s": row["samples_per_s"], "tokens_per_s": summary.get("tokens_per_s"),
-                     "mfu": summary.get("mfu"), "wall_time_s": row["wall_time_s"],
+                     "samples_per_s": row["samples_per_s"], "tokens_per_s": _number(summary.get("tokens_per_s")),
+                     "mfu": _number(summary.get("mfu")), "wall_time_s": row["wall_time_s"],
                      "params": summary.get("params"), "exit_code": row["exit_code"],
                      "last_checkpoint": row["last_checkpoint"]})
     return rows

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from airlab.errors import UsageError
-from airlab.results.runs import _json  # a JSON object from a run's file, or None
+from airlab.results.runs import _json, percent  # a JSON object from a run's file, or None; "21.7%"
 from airlab.train import rundir
 
 _TEXT_LIMIT = 20_000  # characters of one text sample shown
@@ -75,18 +75,13 @@ def _td(value, numeric: bool = False) -> str:
     return f'<td class="n">{_num(value)}</td>' if numeric else f"<td>{_e(value)}</td>"
 
 
-def _percent(fraction) -> str | None:
-    """summary.json's mfu (a fraction of the peak) as the report shows it: 21.7%."""
-    return None if not isinstance(fraction, (int, float)) else f"{100 * fraction:.1f}%"
-
-
 def _header(run_dir: Path, row: dict, summary: dict | None) -> str:
     status = row.get("status") or "unknown"
     cls = "ok" if status in ("completed", "early_stopped") else "bad"
     facts = [("model", row.get("model")), ("data", row.get("data")), ("backend", row.get("backend")),
              ("device", (summary or {}).get("device")), ("steps", row.get("steps")),
              ("parameters", (summary or {}).get("params")), ("training samples/s", row.get("samples_per_s")),
-             ("training tokens/s", (summary or {}).get("tokens_per_s")), ("MFU", _percent((summary or {}).get("mfu"))),
+             ("training tokens/s", (summary or {}).get("tokens_per_s")), ("MFU", percent((summary or {}).get("mfu"))),
              ("wall time (s)", row.get("wall_time_s")), ("started", row.get("started"))]
     status_text = status
     if row.get("exit_code") is not None and status not in ("completed", "early_stopped"):

@@ -155,6 +155,13 @@ def _number(text) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def percent(fraction) -> str | None:
+    """A fraction from a run's file (summary.json's mfu) as `airlab compare` and the report show
+    it: 0.217 -> "21.7%"; None when it is not a finite number (missing, or a hostile value)."""
+    value = _number(fraction)
+    return None if value is None else f"{100 * value:.1f}%"
+
+
 def parse_filter(text: str):
     """A predicate on rows from one `--filter` term; a UsageError naming the term when it is not one."""
     m = _FILTER.match(text)

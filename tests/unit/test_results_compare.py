@@ -211,3 +211,18 @@ def test_compare_shows_mfu_where_a_run_has_it_and_tokens_per_s_only_for_a_langua
     (b / "summary.json").write_text(json.dumps({**summary, "tokens_per_s": 15360.0}))
     lines = CliRunner().invoke(_app(), ["compare", str(a), str(b)]).output.splitlines()
     assert "summary\ttokens/s\t-\t15,360" in lines
+
+
+def test_a_hostile_mfu_or_tokens_figure_in_summary_json_is_shown_as_missing(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    a = make_run(tmp_path / "a", _config())
+    b = make_run(tmp_path / "b", _config(**{"train.lr": 0.003}))
+    summary = json.loads((a / "summary.json").read_text())
+    (a / "summary.json").write_text(json.dumps({**summary, "mfu": "abc", "tokens_per_s": [1]}))
+    (b / "summary.json").write_text(json.dumps({**summary, "mfu": 0.5}))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(_app(), ["compare", str(a), str(b)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "summary\tMFU\t-\t50.0%" in lines and not [ln for ln in lines if ln.startswith("summary\ttokens/s")]
