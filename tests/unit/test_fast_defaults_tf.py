@@ -181,7 +181,7 @@ def test_intra_op_count_is_the_one_in_force_or_unknown(monkeypatch):
     ("cnn", ("avx512_bf16",), None, True), ("rnn", ("amx_bf16",), None, True),
     ("transformer", ("avx512_bf16",), "1", True),
     ("mlp", ("avx512_bf16",), None, True), ("vae", ("amx_bf16",), None, False),  # measured x0.88
-    ("autoencoder", ("amx_bf16",), None, False),  # measured x0.26: no fast bf16 transposed convolution
+    ("autoencoder", ("amx_bf16",), None, True),  # x1.23-1.25 with its sub-pixel transposed convolutions
     ("cnn", (), None, False),  # bf16 emulated: fp32
     ("cnn", ("avx512_bf16",), "0", False),  # oneDNN turned off: TensorFlow's own bf16 kernels
 ])
@@ -201,3 +201,55 @@ def test_tensorflow_auto_precision_on_a_cpu_is_bf16_only_where_measured_faster(m
     assert TensorFlowBackend._cpu_bf16(backend) is expected
     assert common.resolve_precision("auto", "cpu", lambda: None, lambda: TensorFlowBackend._cpu_bf16(backend)) == \
         ("bf16" if expected else "fp32")
+
+
+@pytest.mark.parametrize("k, s, p, op, h", [
+    (3, 2, 1, 1, 7),  # the autoencoder's decoder (kernel_size 3)
+    (5, 2, 2, 1, 4), (4, 2, 1, 0, 5), (2, 2, 0, 0, 3), (1, 2, 0, 1, 3),  # a phase without taps
+    (3, 3, 1, 2, 4), (3, 1, 1, 0, 5), (3, 2, 0, 0, 4),
+])
+def test_subpixel_transposed_convolution_is_conv2d_transpose(k, s, p, op, h):
+    """The bf16 CPU path of ConvTranspose computes tf.nn.conv2d_transpose's function, and its
+    gradients, for PyTorch's geometry (float64: equal to rounding)."""
+    from airlab.backends.tensorflow.models import subpixel_conv_transpose
+
+    rng = np.random.default_rng(k * 100 + s * 10 + p)
+    x = tf.constant(rng.standard_normal((2, h, h + 1, 3)))
+    w = tf.constant(rng.standard_normal((k, k, 4, 3)))
+    oh, ow = (h - 1) * s - 2 * p + k + op, h * s - 2 * p + k + op
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, w])
+        want = tf.nn.conv2d_transpose(x, w, [2, oh, ow, 4], strides=s, padding=[[0, 0], [p, p], [p, p], [0, 0]])
+        got = subpixel_conv_transpose(x, w, s, p, op)
+        weights = tf.constant(rng.standard_normal((2, oh, ow, 4)))
+        lw, lg = tf.reduce_sum(want * weights), tf.reduce_sum(got * weights)
+    assert got.shape == (2, oh, ow, 4)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-10)
+    for a, b in zip(tape.gradient(lg, [x, w]), tape.gradient(lw, [x, w])):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_conv_transpose_layer_takes_the_subpixel_path_in_bf16_on_a_cpu():
+    """In bf16 without a GPU the layer's output is the sub-pixel form's (and within bf16 rounding of
+    the fp32 transposed convolution); in fp32 it is tf.nn.conv2d_transpose's."""
+    from airlab.backends.tensorflow.models import ConvTranspose, init_seeds, subpixel_conv_transpose
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible: the layer keeps TensorFlow's transposed convolution there")
+    x = tf.constant(np.random.default_rng(0).standard_normal((2, 5, 5, 3)), tf.float32)
+    layers = []
+    for policy in ("float32", "mixed_bfloat16"):
+        with init_seeds(0):  # the same draws: the same weights
+            layers.append(ConvTranspose(4, 3, strides=2, padding=1, output_padding=1, dtype=policy))
+            layers[-1](x)
+    y32 = layers[0](x).numpy()
+    w, b = layers[0].kernel_var, layers[0].bias
+    np.testing.assert_array_equal(layers[1].kernel_var.numpy(), w.numpy())
+    want = tf.nn.conv2d_transpose(x, w, [2, 10, 10, 4], strides=2, padding=[[0, 0], [1, 1], [1, 1], [0, 0]]) + b
+    np.testing.assert_allclose(y32, want.numpy(), rtol=1e-5, atol=1e-5)
+    yb = layers[1](x)
+    assert yb.dtype == tf.bfloat16
+    xb = tf.cast(x, tf.bfloat16)
+    sub = tf.nn.bias_add(subpixel_conv_transpose(xb, tf.cast(w, tf.bfloat16), 2, 1, 1), tf.cast(b, tf.bfloat16))
+    np.testing.assert_array_equal(tf.cast(yb, tf.float32).numpy(), tf.cast(sub, tf.float32).numpy())
+    np.testing.assert_allclose(tf.cast(yb, tf.float32).numpy(), y32, rtol=0.05, atol=0.05)
