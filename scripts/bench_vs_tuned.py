@@ -14,7 +14,9 @@ Arms, each a full pass of `steps` steps, in rounds that rotate which arm runs fi
 - tuned: plain PyTorch written as an expert would for this device: the model built from the
   same spec through airlab's registry (the expert's module would be the same: nn.Linear/Conv2d,
   nn.LSTM, and F.scaled_dot_product_attention(is_causal=True) in the Transformer), the loss of
-  the same task, every batch gathered and placed before the clock starts, the fastest of fused /
+  the same task, the whole split on the device before the clock starts (float32 in [0, 1]) and
+  each step's batch gathered from it in the step with index_select (the fastest gather: a loop
+  over a dataset gathers its batches, as the TensorFlow tuned loop does), the fastest of fused /
   foreach / for-loop Adam(W) (measured below), clip_grad_norm_(foreach=True), bf16 autocast and
   torch.compile only where measured faster here (measured below), zero_grad(set_to_none=True),
   and one sync (`.item()`) at the end. No non-finite guard: the expert takes that risk.
@@ -34,8 +36,13 @@ waiting (none here: one thread, no data-loading threads on the device placement)
 arms keep the wall clock (TensorFlow runs its own threads), and TensorFlow/torch is printed only
 with the wall clock.
 
+`--scale K` trains K times the default steps per arm (~K s). Every arm's figure includes its first
+step; TensorFlow's traces the step there (0.1 s for the MLP, ~1 s for the Transformer), which a ~1 s
+arm weighs as a sizeable part of the run and a long run does not: --scale 4 measures nearer the rate
+a long run trains at.
+
     python scripts/bench_vs_tuned.py [--backend torch|tensorflow|both] [--models mlp,cnn,...]
-                                     [--rounds 8] [--steps N] [--threads N] [--compile]
+                                     [--rounds 8] [--steps N | --scale K] [--threads N] [--compile]
 
 Targets (issue 14): airlab/tuned >= 0.98 and airlab/minimal >= 1.0 on every model (torch);
 airlab/tuned >= 0.95 and TensorFlow/torch >= 0.8 on TensorFlow.
@@ -91,9 +98,9 @@ class Loop:
     clock = staticmethod(time.perf_counter)  # time.thread_time under --clock cpu
 
     def __init__(self, cfg, dataset, task, *, impl: str | None, precision: str = "fp32", compiled: bool = False,
-                 placed: bool = True):
+                 tuned: bool = True):
         self.cfg, self.dataset, self.task = cfg, dataset, task
-        self.impl, self.amp, self.compiled, self.placed = impl, precision == "bf16", compiled, placed
+        self.impl, self.amp, self.compiled, self.tuned = impl, precision == "bf16", compiled, tuned
         plan = make_plan(cfg, dataset, task)
         order = BatchOrder(task, len(dataset.train), cfg.seed, plan.context, plan.batch_size,
                            plan.steps_per_epoch, plan.total_steps)
@@ -112,21 +119,25 @@ class Loop:
             self.y_all = None if dataset.train.y is None else torch.as_tensor(np.asarray(dataset.train.y, np.int64))
         # convolutional models in channels-last format (oneDNN's pooling is ~10x faster so on a CPU);
         # not the minimal arm, which takes the default layout
-        self.channels_last = placed and not self.windows and self.x_all.dim() == 4 and any(
+        self.channels_last = tuned and not self.windows and self.x_all.dim() == 4 and any(
             isinstance(m, torch.nn.Conv2d) for m in registry.builder(cfg.model.name, "torch")(
                 cfg.model, dataset.info).modules())
-        self.batches = [self.gather(i) for i in self.indices] if placed else None
         self.loss_fn = losses.TRAIN[task.name]
         self._model = None
 
     def gather(self, idx):
+        """This step's batch: index_select for the tuned arm (a few times faster than indexing on a
+        CPU), plain indexing for the minimal one."""
         if self.windows:
-            w = self.x_all[idx[:, None] + self.window]  # (B, T+1)
+            pos = idx[:, None] + self.window  # (B, T+1)
+            w = self.x_all.index_select(0, pos.view(-1)).view(pos.shape) if self.tuned else self.x_all[pos]
             return w[:, :-1], w[:, 1:]
-        x = self.x_all[idx]
+        if not self.tuned:
+            return self.x_all[idx], (None if self.y_all is None else self.y_all[idx])
+        x = self.x_all.index_select(0, idx)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, (None if self.y_all is None else self.y_all[idx])
+        return x, (None if self.y_all is None else self.y_all.index_select(0, idx))
 
     def build(self):
         t = self.cfg.train
@@ -162,7 +173,7 @@ class Loop:
         lr_now, seen = None, 0
         t0 = self.clock()
         for s in range(n):
-            x, y = self.batches[s] if self.placed else self.gather(self.indices[s])
+            x, y = self.gather(self.indices[s])
             if self.lrs[s] != lr_now:
                 lr_now = self.lrs[s]
                 for g in opt.param_groups:
@@ -220,7 +231,7 @@ def compare(arms: dict, rounds: int) -> dict[str, list[float]]:
 
 
 def torch_model(model: str, args, tmp: str) -> dict:
-    steps = args.steps or STEPS[model]
+    steps = args.steps or STEPS[model] * args.scale
     cfg = config_for(model, steps, args.threads, tmp)
     dataset = _load_data(cfg)
     task = get_task(registry.get_model(model).task)
@@ -264,7 +275,7 @@ def torch_model(model: str, args, tmp: str) -> dict:
             compile_note = f"failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}) -> eager"
     print(f"   torch.compile: {compile_note}")
 
-    minimal = Loop(cfg, dataset, task, impl=None, placed=False)
+    minimal = Loop(cfg, dataset, task, impl=None, tuned=False)
     arms = {"airlab": lambda: airlab_arm(cfg), "tuned": tuned.run, "control": tuned.run, "minimal": minimal.run}
     got = compare(arms, args.rounds)
     med = {k: statistics.median(v) for k, v in got.items()}
@@ -285,7 +296,7 @@ def tensorflow_model(model: str, args, torch_result: dict | None, tmp: str) -> d
     except ImportError:
         print("tensorflow: scripts/tuned_tf.py not ready")
         return None
-    steps = args.steps or STEPS[model]
+    steps = args.steps or STEPS[model] * args.scale
     cfg = config_for(model, steps, args.threads, tmp)
     arms = tuned_tf_arms(model, cfg, steps, args.threads)
     arms["control"] = arms["tuned"]
@@ -312,6 +323,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8,
                     help="rounds of every arm (8: each of the four torch arms runs in each position twice)")
     ap.add_argument("--steps", type=int, default=None, help="steps per arm (default: per model, about 1 s each)")
+    ap.add_argument("--scale", type=int, default=1,
+                    help="arms of K times the default steps: TensorFlow's first step (tracing, 0.1-1 s) weighs "
+                         "on ~1 s arms; longer arms measure the rate a long run trains at")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: the framework's own choice)")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile (slow: minutes per model)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
