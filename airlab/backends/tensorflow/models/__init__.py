@@ -223,7 +223,7 @@ class ConvTranspose(keras.layers.Layer):
     def call(self, x):
         k, s, p, op = self.kernel, self.strides, self.padding, self.output_padding
         w = tf.cast(self.kernel_var, x.dtype)
-        if x.dtype == tf.bfloat16 and not _gpu_visible():
+        if x.dtype == tf.bfloat16 and not _gpu_visible() and None not in x.shape[1:3]:  # (H, W known)
             y = subpixel_conv_transpose(x, w, s, p, op)
         else:
             b, h, wd = tf.shape(x)[0], x.shape[1], x.shape[2]
