@@ -176,6 +176,7 @@ def _throughput(s: dict) -> str:
     out += " over the whole run"
     if s.get("achieved_flops"):
         out += f", {fmt_flops(s['achieved_flops'])}"
-        if s.get("mfu") is not None:
-            out += f", MFU {percent(s['mfu'])} of {fmt_flops(s['peak_flops'])}"
+        mfu = percent(s.get("mfu"))
+        if mfu:
+            out += f", MFU {mfu} of {fmt_flops(s['peak_flops'])}"
     return out

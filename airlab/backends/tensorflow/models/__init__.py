@@ -27,6 +27,7 @@ Conventions shared by every model here, so that a spec means the same network on
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 
@@ -237,14 +238,10 @@ class ConvTranspose(keras.layers.Layer):
         return (b, (h - 1) * s - 2 * p + k + op, (w - 1) * s - 2 * p + k + op, self.filters)
 
 
-_GPU_VISIBLE: list[bool] = []
-
-
+@functools.cache
 def _gpu_visible() -> bool:
     """Whether TensorFlow sees a GPU (asked once per process)."""
-    if not _GPU_VISIBLE:
-        _GPU_VISIBLE.append(bool(tf.config.list_physical_devices("GPU")))
-    return _GPU_VISIBLE[0]
+    return bool(tf.config.list_physical_devices("GPU"))
 
 
 def _phase_taps(kernel: int, stride: int, padding: int) -> list[dict[int, int]]:
